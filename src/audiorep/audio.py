@@ -1,0 +1,121 @@
+"""Decoding audio files to ``(channels, samples)`` float32 tensors.
+
+soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, Opus and MP3 (libsndfile >= 1.1). Containers
+such as MP4/M4A/MOV/MKV/WebM go through PyAV (``pip install 'audiorep[av]'``). PCM WAV samples
+come back scaled by 1/32768 exactly like the VGGish reference's ``int16 / 32768.0``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+#: Extensions decoded with PyAV rather than libsndfile.
+CONTAINER_EXTENSIONS = frozenset({".mp4", ".m4a", ".m4v", ".mov", ".mkv", ".webm", ".aac", ".3gp"})
+#: Extensions audiorep treats as audio when scanning folders.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
+) | CONTAINER_EXTENSIONS
+
+
+class AudioLoadError(ValueError):
+    """A file could not be decoded into audio; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(sample_rate, channels, frames)`` of a file without decoding it (soundfile formats)."""
+    try:
+        i = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types
+        raise AudioLoadError(path, f"cannot read audio header ({exc})") from None
+    return int(i.samplerate), int(i.channels), int(i.frames)
+
+
+def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, int]:
+    """Decode an audio file.
+
+    Args:
+        path: WAV/FLAC/OGG/MP3/... (soundfile) or MP4/M4A/... (PyAV, for the audio track).
+        mono: average the channels and return ``(samples,)``.
+
+    Returns:
+        ``(waveform, sample_rate)``: float32 ``(channels, samples)`` in [-1, 1] (or
+        ``(samples,)`` with ``mono=True``), and the file's sample rate in Hz.
+
+    Raises:
+        AudioLoadError: missing, unreadable, unsupported, empty or zero-length files, or
+            samples that are not finite; the message names the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise AudioLoadError(p, "no such file")
+    if p.is_dir():
+        raise AudioLoadError(p, "is a directory, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioLoadError(p, "empty file (0 bytes)")
+    if p.suffix.lower() in CONTAINER_EXTENSIONS:
+        data, sr = _load_with_av(p)
+    else:
+        try:
+            array, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioLoadError(p, f"cannot decode audio ({exc})") from None
+        data = np.ascontiguousarray(array.T)  # soundfile gives (samples, channels)
+    if data.shape[-1] == 0:
+        raise AudioLoadError(p, "zero-length audio (no samples)")
+    if not np.isfinite(data).all():
+        raise AudioLoadError(p, "audio contains NaN or infinite samples")
+    waveform = torch.from_numpy(data)
+    if mono:
+        waveform = waveform.mean(dim=0) if waveform.shape[0] > 1 else waveform[0]
+    return waveform, int(sr)
+
+
+def _load_with_av(path: Path) -> tuple[np.ndarray, int]:
+    try:
+        import av
+    except ImportError:
+        raise AudioLoadError(
+            path, "decoding this container needs PyAV: pip install 'audiorep[av]'"
+        ) from None
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.audio
+            if not streams:
+                raise AudioLoadError(path, "container has no audio stream")
+            stream = streams[0]
+            chunks = []
+            sr = stream.codec_context.sample_rate or stream.rate
+            for frame in container.decode(stream):
+                # to_ndarray: planar -> (channels, samples), packed -> (1, samples*channels)
+                arr = frame.to_ndarray()
+                channels = len(frame.layout.channels)
+                if not frame.format.is_planar:
+                    arr = arr.reshape(-1, channels).T
+                chunks.append(_to_float32(arr))
+    except AudioLoadError:
+        raise
+    except Exception as exc:
+        raise AudioLoadError(path, f"cannot decode container ({exc})") from None
+    if not chunks:
+        raise AudioLoadError(path, "zero-length audio (no decoded frames)")
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1)), int(sr)
+
+
+def _to_float32(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.int16:
+        return arr.astype(np.float32) / 32768.0
+    if arr.dtype == np.int32:
+        return (arr.astype(np.float64) / 2147483648.0).astype(np.float32)
+    if arr.dtype == np.uint8:
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    return arr.astype(np.float32)

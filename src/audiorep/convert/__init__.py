@@ -1,0 +1,23 @@
+"""Converters from published checkpoint formats to audiorep's safetensors files.
+
+Only safe loaders are used: safetensors, ``numpy.load(allow_pickle=False)`` and
+``torch.load(weights_only=True)``. TensorFlow is imported lazily, only to read ``.ckpt`` files.
+"""
+
+from audiorep.convert.vggish import (
+    convert,
+    load_any,
+    pca_from_mapping,
+    read_tf_checkpoint,
+    tf_variables_to_state_dict,
+    torchvggish_to_state_dict,
+)
+
+__all__ = [
+    "convert",
+    "load_any",
+    "pca_from_mapping",
+    "read_tf_checkpoint",
+    "tf_variables_to_state_dict",
+    "torchvggish_to_state_dict",
+]

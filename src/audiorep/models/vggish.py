@@ -1,0 +1,130 @@
+"""VGGish, exactly as Google's TensorFlow reference (tensorflow/models research/audioset/vggish).
+
+Architecture: VGG configuration A without the fifth conv group, on ``(96 frames, 64 mel bands)``
+log-mel examples. Every conv is 3x3/stride 1/SAME followed by ReLU; every pool is 2x2/stride 2.
+The 128-d output is **pre-activation** (no ReLU), as the reference has been since
+tensorflow/models PR #9080; torchvggish and torchaudio's prototype add a ReLU there.
+
+Parameter names follow the TF variables (``conv3_1`` is ``vggish/conv3/conv3_1``), in torch
+layouts: conv ``(out, in, 3, 3)``, linear ``(out, in)``. ``fc1_1`` consumes pool4 flattened in
+TF's NHWC order, index ``(h * 4 + w) * 512 + c``; the model permutes before flattening.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from audiorep.models.taps import TappedModel
+
+NUM_FRAMES = 96
+NUM_BANDS = 64
+EMBEDDING_SIZE = 128
+
+#: Tap names in execution order. Conv/fc taps are post-ReLU (the TF ``.../Relu:0`` tensors);
+#: ``embedding`` is the pre-activation output (``vggish/embedding:0``).
+VGGISH_TAPS = (
+    "conv1", "pool1", "conv2", "pool2", "conv3_1", "conv3_2", "pool3",
+    "conv4_1", "conv4_2", "pool4", "flatten", "fc1_1", "fc1_2", "embedding",
+)  # fmt: skip
+
+_CONVS = (("conv1", 1, 64), ("conv2", 64, 128), ("conv3_1", 128, 256),
+          ("conv3_2", 256, 256), ("conv4_1", 256, 512), ("conv4_2", 512, 512))  # fmt: skip
+_FCS = (("fc1_1", 12288, 4096), ("fc1_2", 4096, 4096), ("fc2", 4096, 128))
+
+
+class _ConvReLU(nn.Module):
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+class _LinearAct(nn.Module):
+    def __init__(self, linear: nn.Linear, relu: bool):
+        super().__init__()
+        self.linear = linear
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return torch.relu(y) if self.relu else y
+
+
+class _FlattenNHWC(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # TF flattens NHWC; flattening torch's NCHW directly would scramble fc1_1's inputs.
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+
+
+class VGGish(TappedModel):
+    """The VGGish network: examples ``(N, 96, 64)`` or ``(N, 1, 96, 64)`` -> ``(N, 128)``.
+
+    Args:
+        torchvggish_compat: apply a ReLU to the 128-d output as torchvggish, torchaudio's
+            prototype and the pre-2020 TF code did. Off by default: the reference embedding is
+            pre-activation. Only for reproducing numbers computed with those ports.
+
+    Taps (see :meth:`forward_taps`): ``conv1, pool1, conv2, pool2, conv3_1, conv3_2, pool3,
+    conv4_1, conv4_2, pool4, flatten, fc1_1, fc1_2, embedding``. Conv taps are NCHW
+    ``(N, C, frames, bands)``; use ``t.permute(0, 2, 3, 1)`` for TF's NHWC layout.
+    """
+
+    sample_rate = 16000
+    embedding_size = EMBEDDING_SIZE
+
+    def __init__(self, torchvggish_compat: bool = False):
+        super().__init__()
+        self.torchvggish_compat = torchvggish_compat
+        for name, cin, cout in _CONVS:
+            setattr(self, name, nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1))
+        for name, fin, fout in _FCS:
+            setattr(self, name, nn.Linear(fin, fout))
+        self._pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self._flatten = _FlattenNHWC()
+
+    def stages(self) -> Iterable[tuple[str, nn.Module]]:
+        pool = self._pool
+        yield "conv1", _ConvReLU(self.conv1)
+        yield "pool1", pool
+        yield "conv2", _ConvReLU(self.conv2)
+        yield "pool2", pool
+        yield "conv3_1", _ConvReLU(self.conv3_1)
+        yield "conv3_2", _ConvReLU(self.conv3_2)
+        yield "pool3", pool
+        yield "conv4_1", _ConvReLU(self.conv4_1)
+        yield "conv4_2", _ConvReLU(self.conv4_2)
+        yield "pool4", pool
+        yield "flatten", self._flatten
+        yield "fc1_1", _LinearAct(self.fc1_1, relu=True)
+        yield "fc1_2", _LinearAct(self.fc1_2, relu=True)
+        yield "embedding", _LinearAct(self.fc2, relu=self.torchvggish_compat)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, NUM_FRAMES, NUM_BANDS):
+            raise ValueError(
+                f"VGGish expects examples of shape (N, 96, 64) or (N, 1, 96, 64), got "
+                f"{tuple(x.shape)}"
+            )
+        return x.to(self.conv1.weight.dtype)
+
+    def forward(self, examples: torch.Tensor) -> torch.Tensor:
+        """Embed log-mel examples.
+
+        Args:
+            examples: ``(N, 96, 64)`` or ``(N, 1, 96, 64)`` log-mel patches (frames x bands).
+
+        Returns:
+            ``(N, 128)`` pre-activation embeddings (post-ReLU with ``torchvggish_compat``).
+            An empty batch returns ``(0, 128)``.
+        """
+        if examples.dim() >= 1 and examples.shape[0] == 0:
+            self.prepare_input(examples)  # still validate the shape
+            return examples.new_zeros((0, EMBEDDING_SIZE), dtype=self.fc2.weight.dtype)
+        return self.forward_taps(examples, "embedding")["embedding"]
