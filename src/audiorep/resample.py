@@ -39,6 +39,10 @@ KAISER_BEST_PRECISION = 8192  # table entries per zero crossing
 
 # Input blocks per matmul: bounds the temporary copy to ~block_rows x R values.
 _BLOCK_ROWS = 8192
+# Rate pairs whose polyphase matrix would exceed this many entries (e.g. 44101 -> 16000,
+# L = 16000 phases) are resampled output by output instead (_resample_direct).
+_MAX_PLAN_ENTRIES = 1 << 22
+_DIRECT_CHUNK = 4096
 
 
 @lru_cache(maxsize=1)
@@ -98,6 +102,22 @@ class PolyphasePlan:
         return self.weights.shape[1]
 
 
+def _scaled_table(ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (ratio-scaled when downsampling) table and its forward difference."""
+    table = kaiser_best_table()
+    if ratio < 1:
+        table = ratio * table
+    return table, np.diff(table, append=table[-1])
+
+
+def _plan_is_small(sr_in: int, sr_out: int) -> bool:
+    g = math.gcd(int(sr_in), int(sr_out))
+    up, down = sr_out // g, sr_in // g
+    ratio = sr_out / sr_in
+    taps = 2 * (KAISER_BEST_ZEROS * KAISER_BEST_PRECISION // int(min(1.0, ratio) * 8192) + 1)
+    return up * (down + taps) <= _MAX_PLAN_ENTRIES
+
+
 @lru_cache(maxsize=32)
 def polyphase_plan(sr_in: int, sr_out: int) -> PolyphasePlan:
     """Build (and cache) the polyphase weight matrix for ``sr_in -> sr_out`` (integer Hz)."""
@@ -106,10 +126,7 @@ def polyphase_plan(sr_in: int, sr_out: int) -> PolyphasePlan:
     g = math.gcd(int(sr_in), int(sr_out))
     up, down = sr_out // g, sr_in // g
     ratio = float(sr_out) / sr_in
-    table = kaiser_best_table()
-    if ratio < 1:
-        table = ratio * table
-    delta = np.diff(table, append=table[-1])
+    table, delta = _scaled_table(ratio)
     scale = min(1.0, ratio)
     precision = KAISER_BEST_PRECISION
     step = int(scale * precision)
@@ -150,11 +167,7 @@ def _phase0_fixups(plan: PolyphasePlan, num_blocks: int) -> tuple[np.ndarray, np
     flipped = np.nonzero(np.floor(t) < q * plan.down)[0]
     if flipped.size == 0:
         return flipped, np.zeros((0, plan.width))
-    table = kaiser_best_table()
-    ratio = plan.sr_out / plan.sr_in
-    if ratio < 1:
-        table = ratio * table
-    delta = np.diff(table, append=table[-1])
+    table, delta = _scaled_table(plan.sr_out / plan.sr_in)
     step = int(plan.scale * KAISER_BEST_PRECISION)
     out = np.zeros((flipped.size, plan.width))
     for row, qi in enumerate(flipped):
@@ -206,9 +219,12 @@ def resample(
     if sr_in == sr_out:
         y = waveform.clone()
         return (y, out_lengths) if lengths is not None else y
-    plan = polyphase_plan(int(sr_in), int(sr_out))
     lead = waveform.shape[:-1]
     x = waveform.reshape(-1, n)
+    if not _plan_is_small(int(sr_in), int(sr_out)):
+        y = _resample_direct(x, int(sr_in), int(sr_out), n_out).reshape(*lead, n_out)
+        return (y, out_lengths) if lengths is not None else y
+    plan = polyphase_plan(int(sr_in), int(sr_out))
     num_blocks = -(-n_out // plan.up)
     # zero-pad so that block q covers padded[q*M : q*M + R]
     pad_left = -plan.first
@@ -229,3 +245,51 @@ def resample(
             y[:, fq, 0] = (blocks[:, fq] * fw).sum(-1)
     y = y.reshape(x.shape[0], -1)[:, :n_out].reshape(*lead, n_out)
     return (y, out_lengths) if lengths is not None else y
+
+
+def _wing_gather(frac: np.ndarray, table, delta, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output wing weights ``(C, K)`` and which of them resampy uses."""
+    nwin = table.shape[0]
+    index_frac = frac * KAISER_BEST_PRECISION
+    offset = index_frac.astype(np.int64)
+    eta = index_frac - offset
+    k = np.arange(nwin // step + 1)
+    idx = offset[:, None] + step * k[None, :]
+    # resampy's tap count, (nwin - offset) // step, can leave out the last in-table entry
+    valid = k[None, :] < ((nwin - offset) // step)[:, None]
+    idx = np.where(valid, idx, 0)
+    return np.where(valid, table[idx] + eta[:, None] * delta[idx], 0.0), valid
+
+
+def _resample_direct(x: torch.Tensor, sr_in: int, sr_out: int, n_out: int) -> torch.Tensor:
+    """Output-by-output resampling with resampy's own float64 time arithmetic.
+
+    Used for rate pairs with thousands of phases, where a polyphase matrix would be huge.
+    ``x``: ``(B, n)`` -> ``(B, n_out)``.
+    """
+    ratio = float(sr_out) / sr_in
+    table, delta = _scaled_table(ratio)
+    scale = min(1.0, ratio)
+    step = int(scale * KAISER_BEST_PRECISION)
+    n = x.shape[-1]
+    out = x.new_zeros((x.shape[0], n_out))
+    for j0 in range(0, n_out, _DIRECT_CHUNK):
+        t = np.arange(j0, min(n_out, j0 + _DIRECT_CHUNK)) * (1.0 / ratio)
+        base = t.astype(np.int64)
+        frac = scale * (t - base)
+        acc = None
+        for wing, weights_valid in (
+            (-1, _wing_gather(frac, table, delta, step)),
+            (+1, _wing_gather(scale - frac, table, delta, step)),
+        ):
+            w, valid = weights_valid
+            k = np.arange(w.shape[1])
+            src = base[:, None] - k if wing < 0 else base[:, None] + 1 + k
+            valid &= (src >= 0) & (src < n)
+            w = np.where(valid, w, 0.0)
+            src = np.where(valid, src, 0)
+            gathered = x[:, torch.from_numpy(src).to(x.device)]  # (B, C, K)
+            part = (gathered * torch.from_numpy(w).to(x.device, x.dtype)).sum(-1)
+            acc = part if acc is None else acc + part
+        out[:, j0 : j0 + len(t)] = acc
+    return out

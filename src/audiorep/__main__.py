@@ -1,0 +1,5 @@
+import sys
+
+from audiorep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Turning many audio files into embedding files (runner, writers)."""

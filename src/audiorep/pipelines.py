@@ -1,0 +1,232 @@
+"""Ready-to-use model bundles: frontend + backbone + postprocess + weights.
+
+``audiorep.load("vggish")`` is the entry point; ``cli.py`` and user code assemble through here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiorep.features.postprocess import Postprocessor
+from audiorep.frontends.vggish import (
+    EXAMPLE_SECONDS,
+    VGGishFrontend,
+    example_timestamps,
+    waveform_to_examples,
+)
+from audiorep.models.vggish import VGGish, cpu_inference_module, seeded_random_state_dict
+
+RANDOM_WEIGHTS = "random"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """No pretrained weights could be found or fetched; the message says what to do."""
+
+
+@dataclass
+class Embeddings:
+    """The result of embedding one clip.
+
+    Attributes:
+        embeddings: float32 ``(N, 128)``.
+        timestamps: float64 ``(N,)`` start time of each example in seconds (``k * hop``).
+        quantized: uint8 ``(N, 128)`` PCA-quantised (AudioSet release form), if PCA loaded.
+    """
+
+    embeddings: np.ndarray
+    timestamps: np.ndarray
+    quantized: np.ndarray | None = None
+
+
+class VGGishBundle:
+    """VGGish frontend + model (+ PCA postprocessor) with their weights.
+
+    Attributes:
+        sample_rate: 16000, the rate the model works at (inputs at other rates are resampled).
+        embedding_size: 128.
+        weights_description: where the weights came from (a path, a registry name, or
+            ``"seeded random weights (seed=S)"``, which are meaningless as features).
+    """
+
+    sample_rate = 16000
+    embedding_size = 128
+
+    def __init__(
+        self,
+        model: VGGish,
+        postprocessor: Postprocessor | None,
+        weights_description: str,
+        frontend_dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+        pretrained: bool = True,
+    ):
+        self.model = model.eval()
+        self.postprocessor = postprocessor
+        self.frontend = VGGishFrontend(frontend_dtype)
+        self.weights_description = weights_description
+        self.pretrained = pretrained
+        self._fast_cpu_model: torch.jit.ScriptModule | None = None
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.conv1.weight.device
+
+    def to(self, device: str | torch.device) -> VGGishBundle:
+        self.model.to(device)
+        self.frontend.to(device)
+        if self.postprocessor is not None:
+            self.postprocessor.to(device)
+        self._fast_cpu_model = None
+        return self
+
+    def examples(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Log-mel examples ``(N, 96, 64)`` of one clip ``(samples,)``/``(channels, samples)``."""
+        return waveform_to_examples(
+            waveform, sample_rate, dtype=self.frontend.dtype, device=self.device
+        )
+
+    @torch.inference_mode()
+    def embed_examples(self, examples: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """``(N, 96, 64)`` examples -> float32 ``(N, 128)`` embeddings, in model batches."""
+        x = examples.to(self.device, torch.float32)
+        if x.shape[0] == 0:
+            return x.new_zeros((0, self.embedding_size))
+        model = self._inference_model()
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def _inference_model(self):
+        if self.device.type != "cpu" or os.environ.get("AUDIOREP_EAGER") == "1":
+            return self.model
+        if self._fast_cpu_model is None:
+            try:
+                self._fast_cpu_model = cpu_inference_module(self.model)
+            except Exception:  # an exotic torch build without oneDNN: eager is still exact
+                self._fast_cpu_model = self.model  # type: ignore[assignment]
+        fast = self._fast_cpu_model
+        return lambda x: fast(x.unsqueeze(1) if x.dim() == 3 else x)
+
+    def embed(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One clip -> float32 ``(N, 128)`` pre-activation embeddings (no gradients).
+
+        ``waveform``: ``(samples,)`` or ``(channels, samples)``, float in [-1, 1]. For a
+        differentiable path use ``bundle.frontend`` and ``bundle.model`` directly.
+        """
+        return self.embed_examples(self.examples(waveform, sample_rate))
+
+    @torch.inference_mode()
+    def quantize(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, 128)`` PCA-quantised embeddings (needs PCA parameters)."""
+        if self.postprocessor is None:
+            raise RuntimeError(
+                "no PCA parameters loaded: pass pca=PATH to audiorep.load (vggish_pca_params.npz "
+                "or a converted .safetensors)"
+            )
+        return self.postprocessor(embeddings.to(self.device))
+
+    def embed_clip(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> Embeddings:
+        """Embeddings, example start times and (with PCA) the quantised bytes of one clip."""
+        emb = self.embed(waveform, sample_rate)
+        quantized = self.quantize(emb).cpu().numpy() if self.postprocessor is not None else None
+        return Embeddings(
+            embeddings=emb.cpu().numpy().astype(np.float32),
+            timestamps=example_timestamps(emb.shape[0], EXAMPLE_SECONDS),
+            quantized=quantized,
+        )
+
+    def __repr__(self) -> str:
+        pca = "with PCA" if self.postprocessor is not None else "no PCA"
+        return (
+            f"VGGishBundle(weights={self.weights_description!r}, {pca}, "
+            f"frontend_dtype={self.frontend.dtype}, device={self.device})"
+        )
+
+
+def _random_pca(seed: int) -> Postprocessor:
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    q, _ = torch.linalg.qr(torch.randn(128, 128, generator=gen, dtype=torch.float64))
+    # Scale so that random-weight embeddings land mostly inside the quantiser's [-2, 2] range.
+    return Postprocessor((q / 8.0).float().numpy(), np.zeros(128, dtype=np.float32))
+
+
+def load(
+    name: str = "vggish",
+    *,
+    weights: str | os.PathLike | None = None,
+    pca: str | os.PathLike | bool | None = None,
+    device: str | torch.device = "cpu",
+    frontend_dtype: torch.dtype = torch.float64,
+    torchvggish_compat: bool = False,
+    seed: int = 0,
+) -> VGGishBundle:
+    """Build a ready-to-use bundle.
+
+    Args:
+        name: model name; ``"vggish"`` for now.
+        weights: ``None`` = the cached pretrained weights (see ``audiorep weights download``;
+            never downloads by itself); a file path (``.safetensors`` from ``audiorep
+            convert``, Google's ``vggish_model.ckpt``, a TF-named ``.npz`` or torchvggish's
+            ``.pth``); a registry name (downloaded into the cache unless
+            ``AUDIOREP_OFFLINE=1``); or ``"random"`` for seeded random weights (labelled as such).
+        pca: ``None`` = PCA parameters found alongside the weights, if any; a path; ``False``
+            to skip postprocessing.
+        device: where the frontend and model run.
+        frontend_dtype: ``torch.float64`` (reference-exact) or ``torch.float32`` (faster).
+        torchvggish_compat: final ReLU and rounding quantiser, to reproduce torchvggish numbers.
+        seed: seed for ``weights="random"``.
+
+    Raises:
+        WeightsUnavailableError: no weights were found; the message lists the options.
+    """
+    if name.lower() != "vggish":
+        raise ValueError(f"unknown model {name!r}; available: vggish")
+    model = VGGish(torchvggish_compat=torchvggish_compat)
+    pca_params = None
+    if weights is not None and str(weights) == RANDOM_WEIGHTS:
+        state = seeded_random_state_dict(seed)
+        description = f"seeded random weights (seed={seed}) - NOT pretrained, features meaningless"
+        pretrained = False
+    else:
+        from audiorep.weights import resolve_vggish_weights
+
+        state, pca_params, description = resolve_vggish_weights(weights)
+        if state is None:
+            raise WeightsUnavailableError(
+                f"no VGGish weights available ({description}). Run `audiorep weights download "
+                "vggish-tf vggish-pca-tf` (needs network), pass weights=PATH to a converted "
+                ".safetensors / vggish_model.ckpt / torchvggish .pth, or weights='random' "
+                "for seeded random weights."
+            )
+        pretrained = True
+    model.load_state_dict(state, strict=True)
+
+    rounding = "round" if torchvggish_compat else "truncate"
+    postprocessor = None
+    if pca is False:
+        pass
+    elif pca is not None and pca is not True:
+        from audiorep.convert.vggish import load_any
+
+        _, pca_from_file = load_any(Path(pca))
+        if pca_from_file is None:
+            raise ValueError(f"{pca}: no PCA parameters (pca_eigen_vectors, pca_means) found")
+        postprocessor = Postprocessor(
+            pca_from_file["pca_eigen_vectors"], pca_from_file["pca_means"], rounding
+        )
+    elif pca_params is not None:
+        postprocessor = Postprocessor(
+            pca_params["pca_eigen_vectors"], pca_params["pca_means"], rounding
+        )
+    elif not pretrained:
+        postprocessor = _random_pca(seed)
+    elif pca is True:
+        raise WeightsUnavailableError("pca=True but no PCA parameters were found with the weights")
+    return VGGishBundle(model, postprocessor, description, frontend_dtype, device, pretrained)
+
+
+__all__ = ["load", "VGGishBundle", "Embeddings", "WeightsUnavailableError"]
