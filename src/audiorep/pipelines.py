@@ -106,7 +106,7 @@ class VGGishBundle:
         if self._fast_cpu_model is None:
             try:
                 self._fast_cpu_model = cpu_inference_module(self.model)
-            except Exception:  # an exotic torch build without oneDNN: eager is still exact
+            except Exception:  # no TorchScript/oneDNN in this torch build: eager is still exact
                 self._fast_cpu_model = self.model  # type: ignore[assignment]
         fast = self._fast_cpu_model
         return lambda x: fast(x.unsqueeze(1) if x.dim() == 3 else x)

@@ -118,11 +118,15 @@ def _plan_is_small(sr_in: int, sr_out: int) -> bool:
     return up * (down + taps) <= _MAX_PLAN_ENTRIES
 
 
+def _check_rates(sr_in, sr_out) -> None:
+    if sr_in <= 0 or sr_out <= 0 or int(sr_in) != sr_in or int(sr_out) != sr_out:
+        raise ValueError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
+
+
 @lru_cache(maxsize=32)
 def polyphase_plan(sr_in: int, sr_out: int) -> PolyphasePlan:
     """Build (and cache) the polyphase weight matrix for ``sr_in -> sr_out`` (integer Hz)."""
-    if sr_in <= 0 or sr_out <= 0 or int(sr_in) != sr_in or int(sr_out) != sr_out:
-        raise ValueError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
+    _check_rates(sr_in, sr_out)
     g = math.gcd(int(sr_in), int(sr_out))
     up, down = sr_out // g, sr_in // g
     ratio = float(sr_out) / sr_in
@@ -206,6 +210,7 @@ def resample(
         ``(..., int(samples * sr_out / sr_in))``; with ``lengths``, also the output lengths.
         Differentiable with respect to ``waveform``.
     """
+    _check_rates(sr_in, sr_out)
     if not torch.is_floating_point(waveform):
         waveform = waveform.to(torch.float32)
     n = waveform.shape[-1]

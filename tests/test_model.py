@@ -1,0 +1,92 @@
+"""VGGish module: shapes, taps, autograd/inference modes, torchvggish compatibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audiorep.models.vggish import VGGISH_TAPS, VGGish, seeded_random_state_dict
+
+
+@pytest.fixture(scope="module")
+def model() -> VGGish:
+    m = VGGish()
+    m.load_state_dict(seeded_random_state_dict(1))
+    return m.eval()
+
+
+def test_shapes_and_empty_batch(model):
+    x = torch.randn(3, 96, 64)
+    out = model(x)
+    assert out.shape == (3, 128)
+    torch.testing.assert_close(model(x[:, None]), out)
+    assert model(torch.zeros(0, 96, 64)).shape == (0, 128)
+    with pytest.raises(ValueError, match=r"\(N, 96, 64\)"):
+        model(torch.zeros(2, 64, 96))
+
+
+def test_parameter_count():
+    assert sum(p.numel() for p in VGGish().parameters()) == 72_141_184
+
+
+def test_taps_in_one_pass_without_hooks(model):
+    x = torch.randn(2, 96, 64)
+    taps = model.forward_taps(x)
+    assert tuple(taps) == VGGISH_TAPS
+    expected_shapes = {"conv1": (2, 64, 96, 64), "conv2": (2, 128, 48, 32),
+                       "conv4_2": (2, 512, 12, 8), "pool4": (2, 512, 6, 4),
+                       "flatten": (2, 12288), "fc1_2": (2, 4096), "embedding": (2, 128)}  # fmt: skip
+    for name, shape in expected_shapes.items():
+        assert tuple(taps[name].shape) == shape
+    torch.testing.assert_close(taps["embedding"], model(x))
+    assert (taps["conv3_1"] >= 0).all() and (taps["embedding"] < 0).any()  # pre-activation
+    some = model.forward_taps(x, ["conv2", "conv1"])
+    assert list(some) == ["conv1", "conv2"]
+    torch.testing.assert_close(some["conv2"], taps["conv2"])
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    with pytest.raises(KeyError, match="available taps"):
+        model.forward_taps(x, ["conv5"])
+
+
+def test_taps_under_autograd_and_inference_mode(model):
+    x = torch.randn(1, 96, 64, requires_grad=True)
+    taps = model.forward_taps(x, ["conv3_2", "embedding"])
+    (taps["conv3_2"].mean() + taps["embedding"].sum()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.inference_mode():
+        t = model.forward_taps(torch.randn(1, 96, 64), "fc1_1")
+    assert t["fc1_1"].shape == (1, 4096)
+
+
+def test_flatten_is_tf_nhwc_order(model):
+    x = torch.randn(1, 96, 64)
+    with torch.no_grad():
+        taps = model.forward_taps(x, ["pool4", "flatten"])
+    np.testing.assert_array_equal(
+        taps["flatten"].numpy(), taps["pool4"].permute(0, 2, 3, 1).reshape(1, -1).numpy()
+    )
+
+
+def test_torchvggish_compat_is_relu_of_reference(model):
+    compat = VGGish(torchvggish_compat=True)
+    compat.load_state_dict(model.state_dict())
+    x = torch.randn(4, 96, 64)
+    torch.testing.assert_close(compat(x), torch.relu(model(x)))
+
+
+def test_same_numbers_as_torchvggish_package_plus_relu(model):
+    tv = pytest.importorskip("torchvggish.torchvggish", reason="torchvggish not installed")
+    net = tv.VGG(tv.make_layers(), postprocess=False).eval()
+    sd = model.state_dict()
+    convs = ["conv1", "conv2", "conv3_1", "conv3_2", "conv4_1", "conv4_2"]
+    mapping = {f"features.{i}": n for i, n in zip([0, 3, 6, 8, 11, 13], convs)}
+    mapping.update({"embeddings.0": "fc1_1", "embeddings.2": "fc1_2", "embeddings.4": "fc2"})
+    net.load_state_dict({f"{k}.{p}": sd[f"{v}.{p}"] for k, v in mapping.items()
+                         for p in ("weight", "bias")})  # fmt: skip
+    x = torch.randn(3, 1, 96, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), torch.relu(model(x)), atol=1e-5, rtol=1e-5)
+        # and without its ReLU the reference differs: about half the values are negative
+        assert (model(x) < 0).float().mean() > 0.2
