@@ -13,10 +13,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/recipes.py
 
-from recipes import tf_to_torch_layout, vggish_pca_params, vggish_tf_variables  # noqa: E402
-
 from audiorep.features.postprocess import Postprocessor  # noqa: E402
 from audiorep.models.vggish import VGGish  # noqa: E402
+from recipes import tf_to_torch_layout, vggish_pca_params, vggish_tf_variables  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VGGISH_FIXTURES = FIXTURES / "vggish"

@@ -34,9 +34,15 @@ def test_taps_in_one_pass_without_hooks(model):
     x = torch.randn(2, 96, 64)
     taps = model.forward_taps(x)
     assert tuple(taps) == VGGISH_TAPS
-    expected_shapes = {"conv1": (2, 64, 96, 64), "conv2": (2, 128, 48, 32),
-                       "conv4_2": (2, 512, 12, 8), "pool4": (2, 512, 6, 4),
-                       "flatten": (2, 12288), "fc1_2": (2, 4096), "embedding": (2, 128)}  # fmt: skip
+    expected_shapes = {
+        "conv1": (2, 64, 96, 64),
+        "conv2": (2, 128, 48, 32),
+        "conv4_2": (2, 512, 12, 8),
+        "pool4": (2, 512, 6, 4),
+        "flatten": (2, 12288),
+        "fc1_2": (2, 4096),
+        "embedding": (2, 128),
+    }
     for name, shape in expected_shapes.items():
         assert tuple(taps[name].shape) == shape
     torch.testing.assert_close(taps["embedding"], model(x))

@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import VGGISH_FIXTURES, vggish_cases, vggish_manifest
 
 from audiorep.audio import load
 from audiorep.frontends.vggish import VGGishFrontend, mel_matrix, waveform_to_examples
 from audiorep.models.vggish import cpu_inference_module
 from audiorep.resample import resample
+from conftest import VGGISH_FIXTURES, vggish_cases, vggish_manifest
 
 CASES = [c for c in vggish_cases() if c.get("golden")]
 ERROR_CASES = [c for c in vggish_cases() if not c.get("golden")]

@@ -17,9 +17,12 @@ import torch
 #: Extensions decoded with PyAV rather than libsndfile.
 CONTAINER_EXTENSIONS = frozenset({".mp4", ".m4a", ".m4v", ".mov", ".mkv", ".webm", ".aac", ".3gp"})
 #: Extensions audiorep treats as audio when scanning folders.
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
-) | CONTAINER_EXTENSIONS
+AUDIO_EXTENSIONS = (
+    frozenset(
+        {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf"}
+    )
+    | CONTAINER_EXTENSIONS
+)
 
 
 class AudioLoadError(ValueError):

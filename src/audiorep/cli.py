@@ -53,6 +53,7 @@ def _add_embed(sub) -> None:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from audiorep.extract.runner import embed_files
     from audiorep.pipelines import WeightsUnavailableError, load
+    from audiorep.weights import WeightsError
 
     try:
         bundle = load(
@@ -64,7 +65,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             torchvggish_compat=args.torchvggish_compat,
             seed=args.seed,
         )
-    except (WeightsUnavailableError, FileNotFoundError, ValueError) as exc:
+    except (WeightsUnavailableError, WeightsError, FileNotFoundError, ValueError) as exc:
         print(f"audiorep embed: {exc}", file=sys.stderr)
         return 2
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))

@@ -197,10 +197,8 @@ def load(
         state, pca_params, description = resolve_vggish_weights(weights)
         if state is None:
             raise WeightsUnavailableError(
-                f"no VGGish weights available ({description}). Run `audiorep weights download "
-                "vggish-tf vggish-pca-tf` (needs network), pass weights=PATH to a converted "
-                ".safetensors / vggish_model.ckpt / torchvggish .pth, or weights='random' "
-                "for seeded random weights."
+                f"{description} Or use weights='random' (--weights random) for seeded random "
+                "weights."
             )
         pretrained = True
     model.load_state_dict(state, strict=True)

@@ -5,19 +5,25 @@ Only safe loaders are used: safetensors, ``numpy.load(allow_pickle=False)`` and
 """
 
 from audiorep.convert.vggish import (
+    WeightsFormatError,
+    check_model_state_dict,
     convert,
     load_any,
     pca_from_mapping,
     read_tf_checkpoint,
     tf_variables_to_state_dict,
     torchvggish_to_state_dict,
+    write_safetensors,
 )
 
 __all__ = [
+    "WeightsFormatError",
+    "check_model_state_dict",
     "convert",
     "load_any",
     "pca_from_mapping",
     "read_tf_checkpoint",
     "tf_variables_to_state_dict",
     "torchvggish_to_state_dict",
+    "write_safetensors",
 ]

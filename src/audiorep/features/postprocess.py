@@ -61,8 +61,7 @@ class Postprocessor(nn.Module):
         """Quantise ``(N, 128)`` embeddings to uint8 ``(N, 128)``; ``(0, 128)`` stays empty."""
         if embeddings.dim() != 2 or embeddings.shape[1] != self.pca_means.shape[0]:
             raise ValueError(
-                f"expected embeddings (N, {self.pca_means.shape[0]}), got "
-                f"{tuple(embeddings.shape)}"
+                f"expected embeddings (N, {self.pca_means.shape[0]}), got {tuple(embeddings.shape)}"
             )
         clipped = self.project(embeddings).clamp(QUANTIZE_MIN, QUANTIZE_MAX)
         scaled = (clipped - QUANTIZE_MIN) * (_LEVELS / (QUANTIZE_MAX - QUANTIZE_MIN))
@@ -80,7 +79,9 @@ def dequantize(
     ``q * (range / 255) + range / 512 + min`` with ``range = max - min``: each byte maps to
     (roughly) the centre of its quantisation bin, as the YouTube-8M readers do.
     """
-    q = torch.as_tensor(np.asarray(quantized) if not isinstance(quantized, torch.Tensor) else quantized)
+    q = torch.as_tensor(
+        np.asarray(quantized) if not isinstance(quantized, torch.Tensor) else quantized
+    )
     value_range = max_quantized_value - min_quantized_value
     scalar = value_range / 255.0
     bias = value_range / 512.0 + min_quantized_value

@@ -104,9 +104,7 @@ class VGGishFrontend(nn.Module):
             "window", torch.hann_window(WINDOW_LENGTH, periodic=True, dtype=torch.float64),
             persistent=False,
         )  # fmt: skip
-        self.register_buffer(
-            "mel", torch.from_numpy(np.array(mel_matrix())), persistent=False
-        )
+        self.register_buffer("mel", torch.from_numpy(np.array(mel_matrix())), persistent=False)
 
     def log_mel(self, waveform_16k: torch.Tensor) -> torch.Tensor:
         """``(batch, samples)`` at 16 kHz -> log-mel ``(batch, frames, 64)``.
@@ -163,7 +161,9 @@ class VGGishFrontend(nn.Module):
                 mask = torch.arange(n, device=x.device)[None, :] < lengths.to(x.device)[:, None]
                 x = x * mask
             x = resample(x, int(sample_rate), SAMPLE_RATE)
-            lengths = torch.tensor([output_length(int(k), sample_rate, SAMPLE_RATE) for k in lengths])
+            lengths = torch.tensor(
+                [output_length(int(k), sample_rate, SAMPLE_RATE) for k in lengths]
+            )
         counts = torch.tensor([num_examples_for(int(k)) for k in lengths], dtype=torch.long)
         used = int(counts.max()) * EXAMPLE_FRAMES * HOP_LENGTH + MIN_SAMPLES_16K if batch else 0
         if used <= MIN_SAMPLES_16K:
