@@ -382,7 +382,9 @@ def download(
                     f"downloading {url} failed after {attempt} attempt(s): {e}. The partial "
                     f"file {part} was kept; run again to resume."
                 ) from e
-            logger.warning("download of %s interrupted (%s); resuming", url, e)
+            logger.warning(
+                "download of %s failed (%s); retrying, resuming any partial file", url, e
+            )
     if not _digest_ok(digest, sha256, sha256_prefix):
         part.unlink(missing_ok=True)
         raise ChecksumError(
