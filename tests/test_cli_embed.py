@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from audiorep.cli import main
 from audiorep.frontends.vggish import waveform_to_examples
@@ -77,3 +78,25 @@ def test_container_input(tmp_path):
     code = main(["embed", str(EXAMPLES / "tone_aac_22k.m4a"), "-o", str(out), "--weights",
                  "random", "-q"])  # fmt: skip
     assert code == 0 and np.load(out / "tone_aac_22k.npz")["embeddings"].shape == (2, 128)
+
+
+def test_fusion_features_through_embed(tmp_path):
+    from audiorep.features.fusion import GeneralPurposeVGGish
+
+    out = tmp_path / "out"
+    wav = EXAMPLES / "speech_en_16k.wav"
+    assert main(["embed", str(wav), "-o", str(out), "--weights", "random", "-q",
+                 "--fusion", "9,14"]) == 0  # fmt: skip
+    d = np.load(out / "speech_en_16k.npz")
+    n = d["embeddings"].shape[0]
+    assert d["fusion"].shape == (n, 8192) and d["fusion_clip"].shape == (8192,)
+    bundle = load("vggish", weights="random", seed=0)
+    wave, sr = sf.read(wav, dtype="float32")
+    examples = waveform_to_examples(wave, sr).float()
+    fusion = GeneralPurposeVGGish(bundle.model, [9, 14])
+    with torch.no_grad():
+        np.testing.assert_allclose(d["fusion"], fusion(examples).numpy(), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(d["fusion_clip"], fusion.forward_clip(examples[None])[0].numpy(),
+                                   rtol=1e-5, atol=1e-4)  # fmt: skip
+    assert main(["embed", str(wav), "-o", str(out), "--weights", "random", "-q",
+                 "--fusion", "16"]) == 2  # fmt: skip

@@ -44,6 +44,13 @@ def _add_embed(sub) -> None:
         action="store_true",
         help="final ReLU + rounding quantiser, to reproduce numbers made with torchvggish",
     )
+    p.add_argument(
+        "--fusion",
+        default=None,
+        metavar="LAYERS",
+        help="also write GP-VGGish fusion features, e.g. '9,14' (8192-d, the paper's "
+        "VGGish-Fusion#10#15) or tap names 'conv3_2,conv4_2'",
+    )
     p.add_argument("--skip-existing", action="store_true", help="keep outputs already there")
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -52,6 +59,7 @@ def _add_embed(sub) -> None:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from audiorep.extract.runner import embed_files
+    from audiorep.features.fusion import parse_layers
     from audiorep.pipelines import WeightsUnavailableError, load
     from audiorep.weights import WeightsError
 
@@ -69,6 +77,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         print(f"audiorep embed: {exc}", file=sys.stderr)
         return 2
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    if args.fusion:
+        try:
+            parse_layers(args.fusion)
+            from audiorep.features.fusion import GeneralPurposeVGGish
+
+            GeneralPurposeVGGish(bundle.model, parse_layers(args.fusion))
+        except ValueError as exc:
+            print(f"audiorep embed: --fusion {args.fusion}: {exc}", file=sys.stderr)
+            return 2
     log(f"model:   VGGish, {bundle.weights_description}")
     if not bundle.pretrained:
         log("WARNING: seeded random weights - the embeddings are NOT meaningful features")
@@ -80,6 +97,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             overwrite=not args.skip_existing,
             batch_size=args.batch_size,
             progress=not args.quiet,
+            fusion_layers=parse_layers(args.fusion) if args.fusion else None,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"audiorep embed: {exc}", file=sys.stderr)

@@ -100,6 +100,25 @@ class VGGishBundle:
         model = self._inference_model()
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
+    @torch.inference_mode()
+    def embed_examples_with_fusion(
+        self, examples: torch.Tensor, fusion, batch_size: int = 64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings ``(N, 128)`` and fusion frames ``(N, D, 6)`` from one pass per batch.
+
+        ``fusion``: a :class:`~audiorep.features.fusion.GeneralPurposeVGGish` on this model.
+        """
+        x = examples.to(self.device, torch.float32)
+        taps = list(dict.fromkeys([*fusion.taps, "embedding"]))
+        embs, frames = [], []
+        for i in range(0, len(x), batch_size):
+            out = self.model.forward_taps(x[i : i + batch_size], taps)
+            embs.append(out["embedding"])
+            frames.append(fusion.frames_from_taps(out))
+        if not embs:
+            return x.new_zeros((0, self.embedding_size)), x.new_zeros((0, fusion.dim, 6))
+        return torch.cat(embs), torch.cat(frames)
+
     def _inference_model(self):
         if self.device.type != "cpu" or os.environ.get("AUDIOREP_EAGER") == "1":
             return self.model

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from audiorep.audio import AUDIO_EXTENSIONS, AudioLoadError, load
 from audiorep.extract.writers import write_npz_atomic
+from audiorep.features.fusion import GeneralPurposeVGGish, pool_max_plus_mean
 from audiorep.frontends.vggish import example_timestamps
 
 
@@ -83,8 +84,15 @@ def embed_files(
     overwrite: bool = True,
     batch_size: int = 64,
     progress: bool = True,
+    fusion_layers: Sequence[int | str] | None = None,
 ) -> RunSummary:
-    """Embed every input into ``out_dir``; returns what happened (never raises per file)."""
+    """Embed every input into ``out_dir``; returns what happened (never raises per file).
+
+    With ``fusion_layers`` (e.g. ``[9, 14]``) each file also gets ``fusion`` float32 ``(N, D)``
+    (per example: max + mean over its 6 frames) and, when ``N > 0``, ``fusion_clip`` ``(D,)``
+    (max + mean over all ``6 N`` frames, EVAR's clip-level feature), from the same forward pass.
+    """
+    fusion = GeneralPurposeVGGish(bundle.model, fusion_layers) if fusion_layers else None
     start = time.perf_counter()
     items = collect_inputs(inputs)
     dsts = output_paths(items, Path(out_dir))
@@ -98,11 +106,19 @@ def embed_files(
         try:
             waveform, sr = load(src)
             examples = bundle.examples(waveform, sr)
-            emb = bundle.embed_examples(examples, batch_size=batch_size)
+            if fusion is None:
+                emb = bundle.embed_examples(examples, batch_size=batch_size)
+            else:
+                emb, frames = bundle.embed_examples_with_fusion(examples, fusion, batch_size)
             arrays = {
                 "embeddings": emb.cpu().numpy(),
                 "timestamps": example_timestamps(emb.shape[0]),
             }
+            if fusion is not None:
+                arrays["fusion"] = pool_max_plus_mean(frames).cpu().numpy()
+                if frames.shape[0] > 0:
+                    clip = frames.permute(1, 0, 2).reshape(frames.shape[1], -1)
+                    arrays["fusion_clip"] = pool_max_plus_mean(clip[None])[0].cpu().numpy()
             if bundle.postprocessor is not None:
                 arrays["quantized"] = bundle.quantize(emb).cpu().numpy()
             write_npz_atomic(dst, **arrays)
