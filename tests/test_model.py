@@ -96,3 +96,17 @@ def test_same_numbers_as_torchvggish_package_plus_relu(model):
         torch.testing.assert_close(net(x), torch.relu(model(x)), atol=1e-5, rtol=1e-5)
         # and without its ReLU the reference differs: about half the values are negative
         assert (model(x) < 0).float().mean() > 0.2
+
+
+def test_bfloat16_bundle_is_close_to_float32():
+    from audiorep.pipelines import load
+
+    exact = load("vggish", weights="random", seed=2)
+    fast = load("vggish", weights="random", seed=2, precision="bfloat16")
+    x = torch.randn(6, 96, 64) * 2
+    a, b = exact.embed_examples(x), fast.embed_examples(x)
+    assert b.dtype == torch.float32 and b.shape == (6, 128)
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999
+    assert (a - b).abs().max() > 0  # really a different path
+    with pytest.raises(ValueError, match="precision"):
+        load("vggish", weights="random", precision="float16")

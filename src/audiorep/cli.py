@@ -40,6 +40,13 @@ def _add_embed(sub) -> None:
         help="compute the log-mel frontend in float32 (faster, ~1e-3 from the reference)",
     )
     p.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="model precision: float32 (reference-exact) or bfloat16 (fast on AMX CPUs and "
+        "GPUs, cosine >= 0.9999 to float32, not exact)",
+    )
+    p.add_argument(
         "--torchvggish-compat",
         action="store_true",
         help="final ReLU + rounding quantiser, to reproduce numbers made with torchvggish",
@@ -72,6 +79,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             frontend_dtype=torch.float32 if args.float32_frontend else torch.float64,
             torchvggish_compat=args.torchvggish_compat,
             seed=args.seed,
+            precision=args.precision,
         )
     except (WeightsUnavailableError, WeightsError, FileNotFoundError, ValueError) as exc:
         print(f"audiorep embed: {exc}", file=sys.stderr)
