@@ -30,6 +30,14 @@ def _input(case: dict) -> tuple[torch.Tensor | np.ndarray, int]:
     return waveform, sr
 
 
+def _mono_16k(case: dict) -> torch.Tensor:
+    """The reference's signal before the STFT: channel mean, resampled to 16 kHz (float64)."""
+    x, sr = _input(case)
+    mono = torch.as_tensor(x, dtype=torch.float64)
+    mono = mono.mean(0) if mono.dim() == 2 else mono
+    return resample(mono, sr, 16000)
+
+
 def _golden(case: dict) -> dict[str, np.ndarray]:
     with np.load(VGGISH_FIXTURES / case["golden"]) as g:
         return {k: g[k] for k in g.files}
@@ -79,10 +87,7 @@ def test_case_end_to_end(case, recipe_model, fixture_postprocessor):
 )  # fmt: skip
 def test_case_log_mel(case):
     golden = _golden(case)
-    x, sr = _input(case)
-    mono = torch.as_tensor(x, dtype=torch.float64)
-    mono = mono.mean(0) if mono.dim() == 2 else mono
-    x16 = resample(mono, sr, 16000)
+    x16 = _mono_16k(case)
     log_mel = VGGishFrontend().log_mel(x16[None])[0]
     np.testing.assert_allclose(log_mel.numpy(), golden["log_mel"], atol=1e-5, rtol=0)
 
@@ -93,10 +98,7 @@ def test_case_log_mel(case):
 )  # fmt: skip
 def test_case_resampled_waveform(case):
     golden = _golden(case)
-    x, sr = _input(case)
-    mono = torch.as_tensor(x, dtype=torch.float64)
-    mono = mono.mean(0) if mono.dim() == 2 else mono
-    x16 = resample(mono, sr, 16000).numpy()
+    x16 = _mono_16k(case).numpy()
     assert x16.shape == golden["waveform_16k"].shape
     np.testing.assert_allclose(x16, golden["waveform_16k"], atol=1e-6, rtol=0)
 
