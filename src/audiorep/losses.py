@@ -294,8 +294,9 @@ class VGGishDFL(DeepFeatureLoss):
         """The original ``vggishdfl.VGGishDFL`` behaviour, for reproducing published numbers.
 
         Args:
-            model: VGGish with the weights to use. A copy with a final ReLU on the embedding
-                (as the original's port) shares its parameters.
+            model: VGGish with the weights to use. The loss holds a frozen copy of its weights
+                with a final ReLU on the embedding (as the original's port); later changes to
+                ``model`` do not reach it.
             postprocessor: a :class:`~audiorep.features.postprocess.Postprocessor` (its PCA
                 parameters are used with rounding, in float32) to add the quantised term
                 (the original's ``postprocess=True`` default); ``None`` for ``postprocess=False``.
