@@ -30,7 +30,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks examples
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_vggish.py --markdown bench_out/benchmarks.md
+	$(PY) benchmarks/bench_vggish.py --batch --markdown bench_out/benchmarks.md
+	$(PY) benchmarks/bench_dfl.py --markdown bench_out/dfl.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo_out bench_out
