@@ -153,7 +153,7 @@ def cpu_inference_module(model: VGGish) -> torch.jit.ScriptModule:
     """A frozen TorchScript copy of ``model`` optimised for CPU inference (oneDNN layouts).
 
     Same arithmetic as the eager model up to float32 summation order (~1e-5 on embeddings);
-    no autograd. About 1.3-1.6x faster than eager on 2 CPU threads (docs/benchmarks.md).
+    no autograd. About 1.2-1.5x faster than eager on 2 CPU threads (docs/benchmarks.md).
     """
     example = torch.zeros(2, 1, NUM_FRAMES, NUM_BANDS, dtype=model.fc2.weight.dtype)
     with torch.no_grad(), warnings.catch_warnings():
