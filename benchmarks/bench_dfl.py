@@ -26,10 +26,8 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +40,7 @@ from audiorep.features.postprocess import Postprocessor
 from audiorep.losses import VGGishDFL
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from timing import Timer  # noqa: E402  (benchmarks/ is on sys.path)
 from train_enhancer_dfl import MaskEnhancer  # noqa: E402
 
 SAMPLE_RATE = 16000  # Hz
@@ -50,23 +49,6 @@ SECONDS = 1.0
 # Longest input that is one VGGish example in the default flavour (1 s makes two: the second
 # holds the last 640 samples and zero padding); vggishdfl's frontend needs <= 15359 for one.
 ONE_EXAMPLE = 15600
-
-
-@dataclass
-class Timer:
-    """A named callable and its measured wall times in seconds."""
-
-    name: str
-    fn: Callable[[], object]
-    times: list[float] = field(default_factory=list)
-
-    @property
-    def best(self) -> float:
-        return min(self.times)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
 
 
 def measure(timers: list[Timer], repeats: int, warmup: int) -> None:

@@ -34,17 +34,17 @@ import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import resampy
 import torch
+from timing import Timer  # noqa: E402  (benchmarks/ is on sys.path)
 from torchvggish import vggish_input
 from torchvggish.torchvggish import VGG, make_layers
 
@@ -62,23 +62,6 @@ _REEXEC_FLAG = "AUDIOREP_BENCH_REEXEC"
 
 
 # --------------------------------------------------------------------------- timing
-
-
-@dataclass
-class Timer:
-    """One timed callable and its wall times (seconds)."""
-
-    name: str
-    fn: Callable[[], object]
-    times: list[float] = field(default_factory=list)
-
-    @property
-    def best(self) -> float:
-        return min(self.times)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
 
 
 @dataclass
