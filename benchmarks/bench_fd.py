@@ -170,8 +170,10 @@ def run_methods(x1: np.ndarray, x2: np.ndarray, repeats: int, d: int) -> dict[st
     for name in METHODS:  # warm-up (library initialisation, first-call allocations)
         run_once(name, x1[: 4 * d], x2[: 4 * d])
     best: dict[str, dict] = {}
+    names = list(METHODS)
     for rep in range(repeats):
-        for name in METHODS:
+        # rotate the order so that no method always runs first (allocator/page-fault effects)
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             run = run_once(name, x1, x2)
             print(f"d={d} rep={rep} {name}: {run}", flush=True)
             if name not in best or run["total_s"] < best[name]["total_s"]:
@@ -249,7 +251,8 @@ def markdown(results: list[dict], info: dict) -> str:
         "Times are wall seconds from float32 embeddings to the value (statistics + distance), "
         "best of the repeats; CPU = process CPU seconds of that run. Ratio = method time / "
         "audiorep time. Error = relative deviation from the QR reference. Methods run "
-        "round-robin (each repeat runs every method once), so load changes hit all alike.",
+        "round-robin (each repeat runs every method once, in rotated order), so load changes "
+        "hit all alike.",
         "",
     ]
     for res in results:
