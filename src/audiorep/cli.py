@@ -66,7 +66,7 @@ def _add_embed(sub) -> None:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from audiorep.extract.runner import embed_files
-    from audiorep.features.fusion import parse_layers
+    from audiorep.features.fusion import GeneralPurposeVGGish, parse_layers
     from audiorep.pipelines import WeightsUnavailableError, load
     from audiorep.weights import WeightsError
 
@@ -85,12 +85,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         print(f"audiorep embed: {exc}", file=sys.stderr)
         return 2
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    fusion_layers = None
     if args.fusion:
-        try:
-            parse_layers(args.fusion)
-            from audiorep.features.fusion import GeneralPurposeVGGish
-
-            GeneralPurposeVGGish(bundle.model, parse_layers(args.fusion))
+        try:  # validate before any file is processed
+            fusion_layers = parse_layers(args.fusion)
+            GeneralPurposeVGGish(bundle.model, fusion_layers)
         except ValueError as exc:
             print(f"audiorep embed: --fusion {args.fusion}: {exc}", file=sys.stderr)
             return 2
@@ -105,7 +104,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             overwrite=not args.skip_existing,
             batch_size=args.batch_size,
             progress=not args.quiet,
-            fusion_layers=parse_layers(args.fusion) if args.fusion else None,
+            fusion_layers=fusion_layers,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"audiorep embed: {exc}", file=sys.stderr)

@@ -79,7 +79,7 @@ class DeepFeatureLoss(nn.Module):
         layer_weights: one weight per tap (normalised to sum 1); default equal weights.
         detach_target: compute the target branch under ``no_grad`` (cheaper; gradients reach
             only the estimate).
-        extra_terms: optional ``taps -> tensor`` functions whose outputs are compared like taps
+        extra_terms: optional modules ``taps -> tensor`` whose outputs are compared like taps
             (e.g. a quantised embedding), appended after ``taps``.
         per_item_ratio: with ``reduce=False``, one ratio per item over its segments (default)
             or, as vggishdfl, the mean of per-segment ratios.
@@ -93,7 +93,7 @@ class DeepFeatureLoss(nn.Module):
         frontend: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
         layer_weights: Sequence[float] | None = None,
         detach_target: bool = True,
-        extra_terms: Sequence[Callable[[dict[str, torch.Tensor]], torch.Tensor]] = (),
+        extra_terms: Sequence[nn.Module] = (),
         per_item_ratio: bool = True,
         extra_terms_need: Sequence[str] = (),
     ):
@@ -107,7 +107,7 @@ class DeepFeatureLoss(nn.Module):
         self.taps = list(taps)
         self._run_taps = list(dict.fromkeys([*self.taps, *extra_terms_need]))
         self.frontend = frontend
-        self.extra_terms = list(extra_terms)
+        self.extra_terms = nn.ModuleList(extra_terms)  # registered: .to(device) moves them
         n_terms = len(self.taps) + len(self.extra_terms)
         if layer_weights is None:
             weights = torch.full((n_terms,), 1.0 / n_terms, dtype=torch.float64)
@@ -281,8 +281,6 @@ class VGGishDFL(DeepFeatureLoss):
             extra_terms_need=["embedding"] if _extra_terms else [],
         )  # fmt: skip
         self.hook_relus = hook_relus
-        # registered so that .to(device) moves the PCA buffers too
-        self.extra_modules = nn.ModuleList(_extra_terms)
 
     @classmethod
     def vggishdfl_compatible(
