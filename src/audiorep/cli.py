@@ -1,4 +1,4 @@
-"""The ``audiorep`` command line: ``embed``, ``weights``, ``convert``."""
+"""The ``audiorep`` command line: ``embed``, ``fad``, ``weights``, ``convert``."""
 
 from __future__ import annotations
 
@@ -127,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"audiorep {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_embed(sub)
+    from audiorep.cli_fad import add_command as add_fad
     from audiorep.cli_weights import add_commands
 
+    add_fad(sub)
     add_commands(sub)
     return parser
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ import torch
 
 from audiorep.features.postprocess import Postprocessor
 from audiorep.frontends.vggish import (
-    EXAMPLE_SECONDS,
+    VGGISH_WINDOWING,
     VGGishFrontend,
+    Windowing,
     example_timestamps,
     waveform_to_examples,
 )
@@ -67,15 +69,18 @@ class VGGishBundle:
         device: str | torch.device = "cpu",
         pretrained: bool = True,
         precision: str = "float32",
+        windowing: Windowing = VGGISH_WINDOWING,
     ):
         self.model = model.eval()
         self.postprocessor = postprocessor
-        self.frontend = VGGishFrontend(frontend_dtype)
+        self.windowing = windowing
+        self.frontend = VGGishFrontend(frontend_dtype, windowing)
         self.weights_description = weights_description
         self.pretrained = pretrained
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
+        self._fingerprint: str | None = None
         self._fast_cpu_model: torch.jit.ScriptModule | None = None
         self._bf16_model: VGGish | None = None
         self.to(device)
@@ -96,7 +101,11 @@ class VGGishBundle:
     def examples(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Log-mel examples ``(N, 96, 64)`` of one clip ``(samples,)``/``(channels, samples)``."""
         return waveform_to_examples(
-            waveform, sample_rate, dtype=self.frontend.dtype, device=self.device
+            waveform,
+            sample_rate,
+            dtype=self.frontend.dtype,
+            device=self.device,
+            windowing=self.windowing,
         )
 
     @torch.inference_mode()
@@ -176,9 +185,37 @@ class VGGishBundle:
         quantized = self.quantize(emb).cpu().numpy() if self.postprocessor is not None else None
         return Embeddings(
             embeddings=emb.cpu().numpy().astype(np.float32),
-            timestamps=example_timestamps(emb.shape[0], EXAMPLE_SECONDS),
+            timestamps=example_timestamps(emb.shape[0], self.windowing.hop_seconds),
             quantized=quantized,
         )
+
+    def weights_fingerprint(self) -> str:
+        """sha256 (hex) of the model's parameters: names, dtypes, shapes and bytes.
+
+        Identifies the weights whatever file format they came from; used to key caches.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.model.state_dict().items()):
+                t = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+                digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def settings(self) -> dict[str, object]:
+        """Everything that determines the embeddings (JSON-serialisable), for reports and caches."""
+        return {
+            "model": "vggish",
+            "weights": self.weights_description,
+            "weights_sha256": self.weights_fingerprint(),
+            "pretrained": self.pretrained,
+            "final_relu": bool(self.model.torchvggish_compat),
+            "frontend_dtype": str(self.frontend.dtype).replace("torch.", ""),
+            "precision": self.precision,
+            "windowing": self.windowing.as_dict(),
+            "resampler": "resampy-0.4.3-kaiser_best",
+        }
 
     def __repr__(self) -> str:
         pca = "with PCA" if self.postprocessor is not None else "no PCA"
@@ -205,6 +242,7 @@ def load(
     torchvggish_compat: bool = False,
     seed: int = 0,
     precision: str = "float32",
+    windowing: Windowing = VGGISH_WINDOWING,
 ) -> VGGishBundle:
     """Build a ready-to-use bundle.
 
@@ -224,6 +262,8 @@ def load(
         precision: ``"float32"`` (default, matches the reference to ~1e-5) or ``"bfloat16"``
             (inference only; several times faster on CPUs with AMX/AVX512-BF16 and on GPUs;
             embeddings within cosine 0.9999 of float32, not reference-exact).
+        windowing: example hop / window rule / loudness normalisation
+            (:class:`~audiorep.frontends.vggish.Windowing`; default: the reference's 0.96 s).
 
     Raises:
         WeightsUnavailableError: no weights were found; the message lists the options.
@@ -270,8 +310,9 @@ def load(
     elif pca is True:
         raise WeightsUnavailableError("pca=True but no PCA parameters were found with the weights")
     return VGGishBundle(
-        model, postprocessor, description, frontend_dtype, device, pretrained, precision
-    )
+        model, postprocessor, description, frontend_dtype, device, pretrained, precision,
+        windowing,
+    )  # fmt: skip
 
 
 __all__ = ["load", "VGGishBundle", "Embeddings", "WeightsUnavailableError"]

@@ -1,19 +1,22 @@
 """Embed audio files one by one into ``.npz`` files (the first, simple ``audiorep embed``).
 
 Each input ``<root>/<rel>/<name>.<ext>`` becomes ``<out>/<rel>/<name>.npz`` with keys
-``embeddings`` float32 ``(N, 128)``, ``timestamps`` float64 ``(N,)`` (example start, seconds)
-and, when PCA parameters are loaded, ``quantized`` uint8 ``(N, 128)``. A file that cannot be
+``embeddings`` float32 ``(N, 128)``, ``timestamps`` float64 ``(N,)`` (example start, seconds),
+``settings`` (a JSON string: model, weights sha256, windowing, ...) and, when PCA parameters
+are loaded, ``quantized`` uint8 ``(N, 128)``. A file that cannot be
 decoded is reported and skipped; the others are still written.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from audiorep.audio import AUDIO_EXTENSIONS, AudioLoadError, load
@@ -93,6 +96,8 @@ def embed_files(
     (max + mean over all ``6 N`` frames, EVAR's clip-level feature), from the same forward pass.
     """
     fusion = GeneralPurposeVGGish(bundle.model, fusion_layers) if fusion_layers else None
+    # Stored with every file so later tools (audiorep fad) can check sets are comparable.
+    settings_json = np.array(json.dumps(bundle.settings(), sort_keys=True))
     start = time.perf_counter()
     items = collect_inputs(inputs)
     dsts = output_paths(items, Path(out_dir))
@@ -112,7 +117,8 @@ def embed_files(
                 emb, frames = bundle.embed_examples_with_fusion(examples, fusion, batch_size)
             arrays = {
                 "embeddings": emb.cpu().numpy(),
-                "timestamps": example_timestamps(emb.shape[0]),
+                "timestamps": example_timestamps(emb.shape[0], bundle.windowing.hop_seconds),
+                "settings": settings_json,
             }
             if fusion is not None:
                 arrays["fusion"] = pool_max_plus_mean(frames).cpu().numpy()

@@ -10,6 +10,10 @@ Pipeline (reference constants from ``vggish_params``):
    weight zero); ``log(mel + 0.01)``;
 4. examples of 96 frames hopping 96 frames (0.96 s, no overlap); the tail is dropped.
 
+Other windowings (:class:`Windowing`): a shorter hop for overlapping examples (``--hop``), and
+google-research FAD's: whole 1 s windows every 0.5 s, each clip first divided by
+``max(0.1, max sample)`` (:data:`GOOGLE_FAD_WINDOWING`).
+
 Consequences users trip over, kept deliberately for parity: at 16 kHz ``n`` samples give
 ``floor((n - 240) / 15360)`` examples, so exactly ``k x 0.96 s`` gives ``k - 1`` examples and
 anything under 0.975 s (15 600 samples) gives none. The reference raises ``ValueError`` for
@@ -22,7 +26,9 @@ its error is up to ~1e-3 on pure tones and ~2e-5 on noise (see docs/frontend.md)
 
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -43,6 +49,8 @@ EXAMPLE_FRAMES = 96  # round(0.96 / 0.010)
 EXAMPLE_HOP_FRAMES = 96
 EXAMPLE_SECONDS = EXAMPLE_FRAMES * HOP_LENGTH / SAMPLE_RATE  # 0.96
 MIN_SAMPLES_16K = WINDOW_LENGTH - HOP_LENGTH  # 240: below this the reference raises
+EXAMPLE_SAMPLES = (EXAMPLE_FRAMES - 1) * HOP_LENGTH + WINDOW_LENGTH  # 15 600
+PEAK_NORMALIZE_FLOOR = 0.1  # google-research FAD: at most +20 dB of gain
 
 
 def hertz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -71,16 +79,78 @@ def mel_matrix(
     return weights
 
 
-def num_examples_for(num_samples_16k: int) -> int:
+@dataclass(frozen=True)
+class Windowing:
+    """How examples are cut from a clip's log-mel frames.
+
+    Attributes:
+        hop_frames: 10 ms frames between example starts; 96 (0.96 s, no overlap) is the
+            reference, smaller values give overlapping examples.
+        window_samples: ``None``: an example exists when its 96 frames exist (15 600 samples
+            from its start, the reference rule). An int: it needs that many samples from its
+            start (google-research FAD cuts whole 16 000-sample windows, so its last 0.4 s
+            window is dropped where the reference would keep it).
+        peak_normalize: divide each clip (at 16 kHz) by ``max(0.1, max sample)`` first, as
+            google-research FAD does (the positive peak, not the absolute one; quiet clips are
+            boosted by at most 20 dB).
+    """
+
+    hop_frames: int = EXAMPLE_HOP_FRAMES
+    window_samples: int | None = None
+    peak_normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.hop_frames) != self.hop_frames or self.hop_frames < 1:
+            raise ValueError(f"hop_frames must be a positive integer, got {self.hop_frames!r}")
+        if self.window_samples is not None and self.window_samples < EXAMPLE_SAMPLES:
+            raise ValueError(
+                f"window_samples must be >= {EXAMPLE_SAMPLES} (96 frames), "
+                f"got {self.window_samples}"
+            )
+
+    @classmethod
+    def from_hop_seconds(cls, hop_seconds: float, **kwargs) -> Windowing:
+        """A windowing with the hop given in seconds (a multiple of the 10 ms frame hop)."""
+        frames = hop_seconds * SAMPLE_RATE / HOP_LENGTH
+        if not math.isfinite(frames) or frames < 0.5 or abs(frames - round(frames)) > 1e-6:
+            raise ValueError(
+                f"hop must be a positive multiple of 0.01 s (the frame hop), got {hop_seconds}"
+            )
+        return cls(hop_frames=round(frames), **kwargs)
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_frames * HOP_LENGTH / SAMPLE_RATE
+
+    def num_examples(self, num_samples_16k: int) -> int:
+        """Examples of a clip of ``num_samples_16k`` samples at 16 kHz (>= 0)."""
+        n = int(num_samples_16k)
+        if self.window_samples is not None:
+            if n < self.window_samples:
+                return 0
+            return 1 + (n - self.window_samples) // (self.hop_frames * HOP_LENGTH)
+        frames = 1 + (n - WINDOW_LENGTH) // HOP_LENGTH if n >= WINDOW_LENGTH else 0
+        return 0 if frames < EXAMPLE_FRAMES else 1 + (frames - EXAMPLE_FRAMES) // self.hop_frames
+
+    def as_dict(self) -> dict[str, object]:
+        return {"hop_seconds": self.hop_seconds, **asdict(self)}
+
+
+#: The reference: 0.96 s examples, no overlap, no normalisation.
+VGGISH_WINDOWING = Windowing()
+#: google-research FAD: 1 s windows every 0.5 s, peak-normalised clips.
+GOOGLE_FAD_WINDOWING = Windowing(hop_frames=50, window_samples=SAMPLE_RATE, peak_normalize=True)
+
+
+def num_examples_for(num_samples_16k: int, windowing: Windowing = VGGISH_WINDOWING) -> int:
     """Examples the reference yields for ``num_samples_16k`` samples at 16 kHz (>= 0)."""
-    frames = 1 + (num_samples_16k - WINDOW_LENGTH) // HOP_LENGTH if num_samples_16k >= 400 else 0
-    return 0 if frames < EXAMPLE_FRAMES else 1 + (frames - EXAMPLE_FRAMES) // EXAMPLE_HOP_FRAMES
+    return windowing.num_examples(num_samples_16k)
 
 
 def example_timestamps(num_examples: int, hop_seconds: float = EXAMPLE_SECONDS) -> np.ndarray:
-    """Start times in seconds of each example, float64 ``(N,)``: ``k * 0.96``.
+    """Start times in seconds of each example, float64 ``(N,)``: ``k * hop_seconds``.
 
-    Example ``k`` covers ``[k * 0.96, k * 0.96 + 0.975)`` s of the 16 kHz signal (96 frames of
+    Example ``k`` covers ``[k * hop, k * hop + 0.975)`` s of the 16 kHz signal (96 frames of
     10 ms hop plus the 15 ms window tail); its centre is at ``start + 0.4875`` s.
     """
     return np.arange(num_examples, dtype=np.float64) * hop_seconds
@@ -92,14 +162,16 @@ class VGGishFrontend(nn.Module):
     Args:
         dtype: computation dtype. ``torch.float64`` (default) matches the reference to
             ~1e-7; ``torch.float32`` is faster, with errors up to ~1e-3 on pure tones.
+        windowing: how examples are cut (default: the reference's 0.96 s, no overlap).
 
     All operations are tensor ops (matmul resampler, ``unfold``, ``rfft``), so it runs on any
     device and is differentiable with respect to the waveform.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float64):
+    def __init__(self, dtype: torch.dtype = torch.float64, windowing: Windowing = VGGISH_WINDOWING):
         super().__init__()
         self.dtype = dtype
+        self.windowing = windowing
         self.register_buffer(
             "window", torch.hann_window(WINDOW_LENGTH, periodic=True, dtype=torch.float64),
             persistent=False,
@@ -122,13 +194,12 @@ class VGGishFrontend(nn.Module):
         spectrum = torch.linalg.vector_norm(torch.view_as_real(torch.fft.rfft(frames)), dim=-1)
         return torch.log(spectrum @ self.mel.to(x.dtype) + LOG_OFFSET)
 
-    @staticmethod
-    def frame_examples(log_mel: torch.Tensor) -> torch.Tensor:
-        """``(batch, frames, 64)`` -> ``(batch, N, 96, 64)`` non-overlapping examples."""
+    def frame_examples(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """``(batch, frames, 64)`` -> ``(batch, N, 96, 64)`` examples every ``hop_frames``."""
         batch, frames, bands = log_mel.shape
         if frames < EXAMPLE_FRAMES:
             return log_mel.new_zeros((batch, 0, EXAMPLE_FRAMES, bands))
-        return log_mel.unfold(1, EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES).transpose(-1, -2)
+        return log_mel.unfold(1, EXAMPLE_FRAMES, self.windowing.hop_frames).transpose(-1, -2)
 
     def forward(
         self,
@@ -167,10 +238,16 @@ class VGGishFrontend(nn.Module):
             lengths = torch.tensor(
                 [output_length(int(k), sample_rate, SAMPLE_RATE) for k in lengths]
             )
-        counts = torch.tensor([num_examples_for(int(k)) for k in lengths], dtype=torch.long)
-        used = int(counts.max()) * EXAMPLE_FRAMES * HOP_LENGTH + MIN_SAMPLES_16K if batch else 0
-        if used <= MIN_SAMPLES_16K:
+        if self.windowing.peak_normalize:
+            # Samples past an item's end are zero and the floor is positive: they never win.
+            peak = x.amax(dim=-1, keepdim=True) if n else x.new_zeros((batch, 1))
+            x = x / peak.clamp_min(PEAK_NORMALIZE_FLOOR)
+        win = self.windowing
+        counts = torch.tensor([win.num_examples(int(k)) for k in lengths], dtype=torch.long)
+        most = int(counts.max()) if batch else 0
+        if most == 0:
             return x.new_zeros((0, EXAMPLE_FRAMES, NUM_BANDS)), counts
+        used = (most - 1) * win.hop_frames * HOP_LENGTH + EXAMPLE_SAMPLES
         # Only the samples that complete examples matter; frames never read past an
         # item's own length because counts come from that length.
         examples = self.frame_examples(self.log_mel(x[:, : min(used, x.shape[1])]))
@@ -204,6 +281,7 @@ def waveform_to_examples(
     *,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
+    windowing: Windowing = VGGISH_WINDOWING,
 ) -> torch.Tensor:
     """One clip -> VGGish examples ``(N, 96, 64)``, as ``vggish_input.waveform_to_examples``.
 
@@ -215,11 +293,13 @@ def waveform_to_examples(
         sample_rate: Hz; resampled to 16 kHz with resampy-exact ``kaiser_best``.
         dtype: computation and output dtype (float64 = reference precision).
         device: where to compute (default: the waveform's device).
+        windowing: example hop and window rule (default: the reference's).
 
     Returns:
-        ``(N, 96, 64)`` log-mel examples, ``N = floor((n16k - 240) / 15360)`` where ``n16k``
-        is the length at 16 kHz. Fewer than 240 samples at 16 kHz gives ``(0, 96, 64)`` with a
-        warning (the reference raises ``ValueError`` there).
+        ``(N, 96, 64)`` log-mel examples; with the default windowing
+        ``N = floor((n16k - 240) / 15360)`` where ``n16k`` is the length at 16 kHz.
+        Fewer than 240 samples at 16 kHz gives ``(0, 96, 64)`` with a warning (the reference
+        raises ``ValueError`` there).
     """
     x = _as_mono_tensor(waveform)
     if device is not None:
@@ -233,18 +313,21 @@ def waveform_to_examples(
             stacklevel=2,
         )
         return torch.zeros((0, EXAMPLE_FRAMES, NUM_BANDS), dtype=dtype, device=x.device)
-    frontend = _frontend_for(dtype).to(x.device)
+    frontend = _frontend_for(dtype, windowing).to(x.device)
     examples, _ = frontend(x.to(dtype)[None, :], int(sample_rate))
     return examples
 
 
-@lru_cache(maxsize=4)
-def _frontend_for(dtype: torch.dtype) -> VGGishFrontend:
-    return VGGishFrontend(dtype)
+@lru_cache(maxsize=8)
+def _frontend_for(dtype: torch.dtype, windowing: Windowing) -> VGGishFrontend:
+    return VGGishFrontend(dtype, windowing)
 
 
 __all__ = [
     "VGGishFrontend",
+    "Windowing",
+    "VGGISH_WINDOWING",
+    "GOOGLE_FAD_WINDOWING",
     "waveform_to_examples",
     "mel_matrix",
     "num_examples_for",
