@@ -15,15 +15,40 @@ from audiorep import __version__
 def _add_embed(sub) -> None:
     p = sub.add_parser(
         "embed",
-        help="audio files/folders -> one .npz of VGGish embeddings per file",
+        help="audio files/folders/lists -> VGGish embeddings (npz, parquet or AudioSet tfrecord)",
         description=(
-            "Embed audio with VGGish. Each input file gives <out>/<relative path>.npz with "
-            "'embeddings' float32 (N,128), 'timestamps' float64 (N,) example start times in "
-            "seconds, and 'quantized' uint8 (N,128) when PCA parameters are available."
+            "Embed audio with VGGish, batched across files. --format npz (default) writes "
+            "<out>/<relative path>.npz per input with 'embeddings' float32 (N,128), "
+            "'timestamps' float64 (N,) example START times in seconds, 'settings' (JSON) and "
+            "'quantized' uint8 (N,128) when PCA parameters are available; parquet writes "
+            "shards with one row per example; tfrecord writes the AudioSet release layout. "
+            "Outputs are written atomically; --resume skips finished inputs; bad inputs are "
+            "listed in <out>/failures.tsv and the exit status is 1."
         ),
     )
-    p.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="audio files, folders (searched recursively) or list files (.txt/.csv)",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument(
+        "--format",
+        choices=["npz", "parquet", "tfrecord"],
+        default="npz",
+        help="output format (default npz)",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=256,
+        help="inputs per parquet/tfrecord shard (default 256)",
+    )
+    p.add_argument(
+        "--ext",
+        default=None,
+        help="comma-separated extensions searched in folders (default: all audio)",
+    )
     p.add_argument(
         "--weights",
         default=None,
@@ -35,16 +60,41 @@ def _add_embed(sub) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=int, default=64, help="examples per model batch")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="decoding/resampling worker processes (default 0: in the main process)",
+    )
+    p.add_argument(
+        "--hop",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="hop between examples (multiple of 0.01 s); default 0.96 (no overlap)",
+    )
+    p.add_argument(
+        "--pad-short",
+        action="store_true",
+        help="zero-pad clips shorter than one example to one example (default: "
+        "they give no embeddings)",
+    )
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=60.0,
+        help="audio decoded per chunk of a long file (bounds memory; default 60)",
+    )
+    p.add_argument(
         "--float32-frontend",
         action="store_true",
         help="compute the log-mel frontend in float32 (faster, ~1e-3 from the reference)",
     )
     p.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
+        choices=["float32", "bfloat16", "float16"],
         default="float32",
-        help="model precision: float32 (reference-exact) or bfloat16 (fast on AMX CPUs and "
-        "GPUs, cosine >= 0.9999 to float32, not exact)",
+        help="model precision: float32 (reference-exact), bfloat16 (fast on AMX CPUs and "
+        "GPUs) or float16 (CUDA only); the low precisions are not exact",
     )
     p.add_argument(
         "--torchvggish-compat",
@@ -55,22 +105,33 @@ def _add_embed(sub) -> None:
         "--fusion",
         default=None,
         metavar="LAYERS",
-        help="also write GP-VGGish fusion features, e.g. '9,14' (8192-d, the paper's "
-        "VGGish-Fusion#10#15) or tap names 'conv3_2,conv4_2'",
+        help="also write GP-VGGish fusion features (npz only), e.g. '9,14' (8192-d, the "
+        "paper's VGGish-Fusion#10#15) or tap names 'conv3_2,conv4_2'",
     )
-    p.add_argument("--skip-existing", action="store_true", help="keep outputs already there")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip inputs whose outputs are complete (same settings)",
+    )
+    p.add_argument("--skip-existing", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_embed)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from audiorep.extract.runner import embed_files
+    from audiorep.extract.runner import FAILURES_FILE, embed_files
     from audiorep.features.fusion import GeneralPurposeVGGish, parse_layers
+    from audiorep.frontends.vggish import VGGISH_WINDOWING, Windowing
     from audiorep.pipelines import WeightsUnavailableError, load
     from audiorep.weights import WeightsError
 
+    def fail(message: str) -> int:
+        print(f"audiorep embed: {message}", file=sys.stderr)
+        return 2
+
     try:
+        windowing = Windowing.from_hop_seconds(args.hop) if args.hop else VGGISH_WINDOWING
         bundle = load(
             "vggish",
             weights=args.weights,
@@ -80,10 +141,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             torchvggish_compat=args.torchvggish_compat,
             seed=args.seed,
             precision=args.precision,
+            windowing=windowing,
         )
     except (WeightsUnavailableError, WeightsError, FileNotFoundError, ValueError) as exc:
-        print(f"audiorep embed: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     fusion_layers = None
     if args.fusion:
@@ -91,32 +152,33 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             fusion_layers = parse_layers(args.fusion)
             GeneralPurposeVGGish(bundle.model, fusion_layers)
         except ValueError as exc:
-            print(f"audiorep embed: --fusion {args.fusion}: {exc}", file=sys.stderr)
-            return 2
+            return fail(f"--fusion {args.fusion}: {exc}")
     log(f"model:   VGGish, {bundle.weights_description}")
     if not bundle.pretrained:
         log("WARNING: seeded random weights - the embeddings are NOT meaningful features")
+    extensions = [e.strip() for e in args.ext.split(",") if e.strip()] if args.ext else None
     try:
         summary = embed_files(
             bundle,
             args.inputs,
             args.out,
-            overwrite=not args.skip_existing,
+            fmt=args.format,
+            resume=args.resume or args.skip_existing,
             batch_size=args.batch_size,
-            progress=not args.quiet,
+            workers=args.workers,
+            chunk_seconds=args.chunk_seconds,
+            pad_short=args.pad_short,
             fusion_layers=fusion_layers,
+            shard_size=args.shard_size,
+            extensions=extensions,
+            progress=not args.quiet,
         )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"audiorep embed: {exc}", file=sys.stderr)
-        return 2
-    if summary.failures:
-        failures = Path(args.out) / "failures.tsv"
-        failures.parent.mkdir(parents=True, exist_ok=True)
-        failures.write_text("".join(f"{p}\t{r}\n" for p, r in summary.failures))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        return fail(str(exc))
     for line in summary.lines():
         print(line)
     if summary.failures:
-        print(f"failures listed in {Path(args.out) / 'failures.tsv'}")
+        print(f"failures listed in {Path(args.out) / FAILURES_FILE}")
     return 1 if summary.failures else 0
 
 

@@ -24,8 +24,20 @@ from audiorep.frontends.vggish import (
 from audiorep.models.vggish import VGGish, cpu_inference_module, seeded_random_state_dict
 
 RANDOM_WEIGHTS = "random"
-#: Model precisions: "float32" (reference-exact to ~1e-5) or "bfloat16" (fast, approximate).
-PRECISIONS = ("float32", "bfloat16")
+#: The fields of ``VGGishBundle.settings()`` that change embeddings (descriptions and paths do
+#: not): caches are keyed on them and sets are comparable only when they agree.
+EMBEDDING_KEY_FIELDS = (
+    "model",
+    "weights_sha256",
+    "final_relu",
+    "frontend_dtype",
+    "precision",
+    "windowing",
+    "resampler",
+)
+#: Model precisions: "float32" (reference-exact to ~1e-5); "bfloat16" (fast on AMX CPUs and
+#: GPUs) and "float16" (CUDA only) are approximate.
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -137,18 +149,21 @@ class VGGishBundle:
         return torch.cat(embs), torch.cat(frames)
 
     def _inference_model(self):
-        if self.precision == "bfloat16":
+        if self.precision in ("bfloat16", "float16"):
+            low = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
+            if low == torch.float16 and self.device.type != "cuda":
+                raise RuntimeError("precision float16 needs a CUDA device; use bfloat16 on CPU")
             if self._bf16_model is None:
-                # bf16 weights in channels-last layout: AMX/AVX512-BF16 kernels on recent x86
-                # CPUs, tensor cores on GPUs. Not reference-exact (docs/benchmarks.md).
+                # Low-precision weights in channels-last layout: AMX/AVX512-BF16 kernels on
+                # recent x86 CPUs, tensor cores on GPUs. Not reference-exact.
                 m = VGGish(torchvggish_compat=self.model.torchvggish_compat)
                 m.load_state_dict(self.model.state_dict())
-                m = m.to(self.device, torch.bfloat16).eval()
+                m = m.to(self.device, low).eval()
                 self._bf16_model = m.to(memory_format=torch.channels_last)
-            bf16 = self._bf16_model
-            return lambda x: bf16(
+            lowp = self._bf16_model
+            return lambda x: lowp(
                 (x.unsqueeze(1) if x.dim() == 3 else x)
-                .to(torch.bfloat16)
+                .to(low)
                 .contiguous(memory_format=torch.channels_last)
             ).float()
         if self.device.type != "cpu" or os.environ.get("AUDIOREP_EAGER") == "1":

@@ -161,12 +161,17 @@ def polyphase_plan(sr_in: int, sr_out: int) -> PolyphasePlan:
     )
 
 
-def _phase0_fixups(plan: PolyphasePlan, num_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Blocks whose phase-0 output resampy computes from ``n = q*M - 1`` and their weights.
+def _phase0_fixups(
+    plan: PolyphasePlan, q_stop: int, q_start: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks in ``[q_start, q_stop)`` whose phase-0 output resampy computes from
+    ``n = q*M - 1``, and their weights.
 
-    Returns ``(block_indices (K,), weights (K, R))`` in the plan's window coordinates.
+    Returns ``(block_indices (K,) relative to q_start, weights (K, R))`` in the plan's window
+    coordinates. Which blocks flip depends on the absolute block index (float64 rounding of
+    ``t_j``), so streamed ranges must pass their true ``q_start``.
     """
-    q = np.arange(num_blocks)
+    q = np.arange(q_start, q_stop)
     t = (q * plan.up).astype(np.float64) * plan.time_increment  # resampy's float64 t_j
     flipped = np.nonzero(np.floor(t) < q * plan.down)[0]
     if flipped.size == 0:
@@ -174,10 +179,10 @@ def _phase0_fixups(plan: PolyphasePlan, num_blocks: int) -> tuple[np.ndarray, np
     table, delta = _scaled_table(plan.sr_out / plan.sr_in)
     step = int(plan.scale * KAISER_BEST_PRECISION)
     out = np.zeros((flipped.size, plan.width))
-    for row, qi in enumerate(flipped):
-        n = int(t[qi])
+    for row, qi in enumerate(q[flipped]):
+        n = int(t[qi - q_start])
         left, right = _phase_taps(
-            plan.scale * (t[qi] - n), table, delta, plan.scale, step, table.shape[0],
+            plan.scale * (t[qi - q_start] - n), table, delta, plan.scale, step, table.shape[0],
             KAISER_BEST_PRECISION,
         )  # fmt: skip
         base = n - int(qi) * plan.down  # = -1
@@ -187,6 +192,84 @@ def _phase0_fixups(plan: PolyphasePlan, num_blocks: int) -> tuple[np.ndarray, np
         out[row, li[keep_l]] += left[keep_l]
         out[row, ri[keep_r]] += right[keep_r]
     return flipped, out
+
+
+def input_range(sr_in: int, sr_out: int, out_start: int, out_stop: int) -> tuple[int, int]:
+    """Input samples ``[a, b)`` that outputs ``[out_start, out_stop)`` read (may exceed the
+    signal; samples outside it count as zero)."""
+    if sr_in == sr_out:
+        return out_start, out_stop
+    if not _plan_is_small(int(sr_in), int(sr_out)):
+        half = KAISER_BEST_ZEROS * max(1.0, sr_in / sr_out) + 2
+        a = int(math.floor(out_start * sr_in / sr_out - half))
+        return a, int(math.ceil((out_stop - 1) * sr_in / sr_out + half)) + 1
+    plan = polyphase_plan(int(sr_in), int(sr_out))
+    q0, q1 = out_start // plan.up, -(-out_stop // plan.up)
+    return q0 * plan.down + plan.first, (q1 - 1) * plan.down + plan.first + plan.width
+
+
+def resample_range(
+    segment: torch.Tensor,
+    segment_start: int,
+    num_samples: int,
+    sr_in: int,
+    sr_out: int,
+    out_start: int,
+    out_stop: int,
+) -> torch.Tensor:
+    """Outputs ``[out_start, out_stop)`` of ``resample(x, sr_in, sr_out)`` from part of ``x``.
+
+    Args:
+        segment: ``(..., m)`` the samples ``x[segment_start : segment_start + m]``; it must
+            cover :func:`input_range` clipped to ``[0, num_samples)``.
+        segment_start: index of ``segment[..., 0]`` in the whole signal.
+        num_samples: length of the whole signal (samples past it are zero, as in resampy).
+
+    Used to resample long files chunk by chunk in bounded memory; the values equal those of
+    the whole-signal call (same weights, same absolute phases) up to summation order.
+    """
+    _check_rates(sr_in, sr_out)
+    a, b = input_range(sr_in, sr_out, out_start, out_stop)
+    lo, hi = max(a, 0), min(b, num_samples)
+    if lo < segment_start or hi > segment_start + segment.shape[-1]:
+        raise ValueError(
+            f"segment [{segment_start}, {segment_start + segment.shape[-1]}) does not cover "
+            f"input [{lo}, {hi}) needed for outputs [{out_start}, {out_stop})"
+        )
+    part = segment[..., lo - segment_start : hi - segment_start]
+    x = torch.nn.functional.pad(part, (lo - a, b - hi))  # the zeros resampy assumes
+    if sr_in == sr_out:
+        return x.clone()
+    if not _plan_is_small(int(sr_in), int(sr_out)):
+        lead = x.shape[:-1]
+        y = _resample_direct(x.reshape(-1, x.shape[-1]), int(sr_in), int(sr_out),
+                             out_stop - out_start, j_start=out_start, x_start=a)  # fmt: skip
+        return y.reshape(*lead, -1)
+    plan = polyphase_plan(int(sr_in), int(sr_out))
+    q0, q1 = out_start // plan.up, -(-out_stop // plan.up)
+    y = _polyphase_blocks(x, plan, q0, q1)
+    return y[..., out_start - q0 * plan.up : out_stop - q0 * plan.up]
+
+
+def _polyphase_blocks(xp: torch.Tensor, plan: PolyphasePlan, q0: int, q1: int) -> torch.Tensor:
+    """Output blocks ``[q0, q1)`` from ``xp`` = input ``[q0*M + first, (q1-1)*M + first + R)``
+    (zero-filled outside the signal): ``(..., (q1 - q0) * L)``."""
+    lead = xp.shape[:-1]
+    x = xp.reshape(-1, xp.shape[-1])
+    num = q1 - q0
+    w = torch.as_tensor(plan.weights, dtype=x.dtype, device=x.device).T  # (R, L)
+    y = x.new_empty((x.shape[0], num, plan.up))
+    if num > 0:
+        blocks = x.unfold(-1, plan.width, plan.down)  # (B, Q', R) strided view, no copy
+        for start in range(0, num, _BLOCK_ROWS):
+            stop = min(num, start + _BLOCK_ROWS)
+            y[:, start:stop] = blocks[:, start:stop] @ w
+        fix_q, fix_w = _phase0_fixups(plan, q1, q0)
+        if fix_q.size:
+            fq = torch.as_tensor(fix_q, device=x.device)
+            fw = torch.as_tensor(fix_w, dtype=x.dtype, device=x.device)
+            y[:, fq, 0] = (blocks[:, fq] * fw).sum(-1)
+    return y.reshape(*lead, num * plan.up)
 
 
 def resample(
@@ -236,19 +319,8 @@ def resample(
     total = (num_blocks - 1) * plan.down + plan.width if num_blocks > 0 else 0
     pad_right = max(0, total - pad_left - n)
     xp = torch.nn.functional.pad(x, (pad_left, pad_right))
-    w = torch.as_tensor(plan.weights, dtype=x.dtype, device=x.device).T  # (R, L)
-    y = x.new_empty((x.shape[0], num_blocks, plan.up))
-    if num_blocks > 0:
-        blocks = xp.unfold(-1, plan.width, plan.down)  # (B, Q', R) strided view, no copy
-        for start in range(0, num_blocks, _BLOCK_ROWS):
-            stop = min(num_blocks, start + _BLOCK_ROWS)
-            y[:, start:stop] = blocks[:, start:stop] @ w
-        fix_q, fix_w = _phase0_fixups(plan, num_blocks)
-        if fix_q.size:
-            fq = torch.as_tensor(fix_q, device=x.device)
-            fw = torch.as_tensor(fix_w, dtype=x.dtype, device=x.device)
-            y[:, fq, 0] = (blocks[:, fq] * fw).sum(-1)
-    y = y.reshape(x.shape[0], -1)[:, :n_out].reshape(*lead, n_out)
+    y = _polyphase_blocks(xp, plan, 0, num_blocks)
+    y = y[:, :n_out].reshape(*lead, n_out)
     return (y, out_lengths) if lengths is not None else y
 
 
@@ -266,11 +338,14 @@ def _wing_gather(frac: np.ndarray, table, delta, step: int) -> tuple[np.ndarray,
     return np.where(valid, table[idx] + eta[:, None] * delta[idx], 0.0), valid
 
 
-def _resample_direct(x: torch.Tensor, sr_in: int, sr_out: int, n_out: int) -> torch.Tensor:
+def _resample_direct(
+    x: torch.Tensor, sr_in: int, sr_out: int, n_out: int, j_start: int = 0, x_start: int = 0
+) -> torch.Tensor:
     """Output-by-output resampling with resampy's own float64 time arithmetic.
 
     Used for rate pairs with thousands of phases, where a polyphase matrix would be huge.
-    ``x``: ``(B, n)`` -> ``(B, n_out)``.
+    ``x``: ``(B, n)`` holding input samples from index ``x_start`` (zeros outside it) ->
+    outputs ``[j_start, j_start + n_out)`` ``(B, n_out)``.
     """
     ratio = float(sr_out) / sr_in
     table, delta = _scaled_table(ratio)
@@ -279,9 +354,9 @@ def _resample_direct(x: torch.Tensor, sr_in: int, sr_out: int, n_out: int) -> to
     n = x.shape[-1]
     out = x.new_zeros((x.shape[0], n_out))
     for j0 in range(0, n_out, _DIRECT_CHUNK):
-        t = np.arange(j0, min(n_out, j0 + _DIRECT_CHUNK)) * (1.0 / ratio)
-        base = t.astype(np.int64)
-        frac = scale * (t - base)
+        t = np.arange(j_start + j0, j_start + min(n_out, j0 + _DIRECT_CHUNK)) * (1.0 / ratio)
+        base = t.astype(np.int64) - x_start
+        frac = scale * (t - (base + x_start))
         acc = None
         for wing, weights_valid in (
             (-1, _wing_gather(frac, table, delta, step)),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from audiorep.audio import AudioLoadError, load
+from audiorep.extract.engine import embed_fixed_batches
 
 
 @dataclass
@@ -59,7 +60,7 @@ def iter_file_embeddings(
         ok = [ex for _, ex in queue if ex is not None and ex.shape[0]]
         parts: Iterator[torch.Tensor] = iter(())
         if queued:
-            emb = bundle.embed_examples(torch.cat(ok), batch_size).cpu()
+            emb, _ = embed_fixed_batches(bundle, torch.cat(ok), batch_size)
             parts = iter(torch.split(emb, [ex.shape[0] for ex in ok]))
         for item, ex in queue:
             if ex is not None:

@@ -19,17 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from audiorep.extract.writers import write_bytes_atomic, write_npy_atomic
-
-#: Settings that change embeddings; descriptions and paths do not.
-KEY_FIELDS = (
-    "model",
-    "weights_sha256",
-    "final_relu",
-    "frontend_dtype",
-    "precision",
-    "windowing",
-    "resampler",
-)
+from audiorep.pipelines import EMBEDDING_KEY_FIELDS as KEY_FIELDS
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

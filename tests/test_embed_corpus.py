@@ -1,0 +1,258 @@
+"""`audiorep embed` at corpus scale: inputs, streaming, packed batches, formats, resume, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import audiorep
+from audiorep.cli import main
+from audiorep.extract.engine import embed_corpus
+from audiorep.extract.inputs import InputItem, collect_inputs
+from audiorep.extract.stream import ClipExamples
+from audiorep.frontends.vggish import Windowing, waveform_to_examples
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _noise(rs, sr, seconds, channels=1):
+    return (0.2 * rs.randn(int(sr * seconds), channels)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """14 clips at 16/22.05/44.1/48 kHz (one stereo), 0.5-4 s, in two folders."""
+    root = tmp_path_factory.mktemp("corpus")
+    rs = np.random.RandomState(11)
+    rates = [16000, 22050, 44100, 48000]
+    for i in range(14):
+        sub = root / ("a" if i % 2 else "b")
+        sub.mkdir(exist_ok=True)
+        sr = rates[i % 4]
+        sf.write(
+            sub / f"clip{i:02d}.wav", _noise(rs, sr, rs.uniform(0.5, 4), 2 if i == 3 else 1), sr
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return audiorep.load("vggish", weights="random", seed=1)
+
+
+def _reference(bundle, path: Path) -> np.ndarray:
+    wav, sr = audiorep.audio.load(path)
+    return bundle.embed(wav, sr).numpy()
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_inputs_from_folders_lists_and_csv(corpus, tmp_path):
+    items = collect_inputs([corpus])
+    assert [it.rel for it in items][:2] == ["a/clip01.wav", "a/clip03.wav"] and len(items) == 14
+    (tmp_path / "list.txt").write_text(
+        f"# a comment\n{corpus / 'a/clip01.wav'}\n\n{corpus / 'b/clip00.wav'}\n"
+    )
+    listed = collect_inputs([tmp_path / "list.txt"])
+    assert [it.path for it in listed] == [corpus / "a/clip01.wav", corpus / "b/clip00.wav"]
+    local = tmp_path / "data"
+    local.mkdir()
+    sf.write(local / "x.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "set.csv").write_text("label,path\ndog,data/x.wav\n")
+    assert collect_inputs([tmp_path / "set.csv"]) == [InputItem(local / "x.wav", "data/x.wav")]
+    assert collect_inputs([corpus], extensions=["flac"]) == []
+    with pytest.raises(FileNotFoundError, match="nope"):
+        collect_inputs([tmp_path / "nope"])
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("sr,channels", [(44100, 2), (16000, 1), (48000, 1)])
+def test_streamed_examples_equal_whole_file(tmp_path, sr, channels):
+    rs = np.random.RandomState(sr)
+    path = tmp_path / "long.wav"
+    sf.write(path, _noise(rs, sr, 23.7, channels), sr, subtype="FLOAT")
+    wav, _ = audiorep.audio.load(path)
+    for windowing in (Windowing(), Windowing(hop_frames=25)):
+        clip = ClipExamples(path, windowing, chunk_seconds=3.0)
+        chunks = list(clip)
+        assert len(chunks) > 3  # really chunked
+        want = waveform_to_examples(wav, sr, windowing=windowing).float()
+        torch.testing.assert_close(torch.cat(chunks), want, rtol=0, atol=1e-6)
+        assert clip.num_examples == want.shape[0] and clip.duration == pytest.approx(23.7, 1e-4)
+
+
+def test_short_clip_policy(tmp_path):
+    path = tmp_path / "short.wav"
+    sf.write(path, 0.1 * np.ones(12000, np.float32), 16000)
+    assert list(ClipExamples(path)) == []
+    clip = ClipExamples(path, pad_short=True)
+    (ex,) = list(clip)
+    padded = np.zeros(15600)
+    padded[:12000] = sf.read(path)[0]
+    torch.testing.assert_close(ex, waveform_to_examples(padded, 16000).float())
+    assert clip.padded and clip.num_examples == 1
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def test_packed_batches_and_workers_match_file_by_file(corpus, bundle):
+    items = collect_inputs([corpus])
+    got: dict[int, np.ndarray] = {}
+    summary = embed_corpus(
+        bundle,
+        items,
+        lambda r: got.__setitem__(r.index, r.embeddings),
+        batch_size=5,
+        workers=2,
+        chunk_seconds=1.0,
+        progress=False,
+    )
+    assert summary.written == 14 and not summary.failures
+    for i, it in enumerate(items):
+        np.testing.assert_allclose(got[i], _reference(bundle, it.path), rtol=1e-5, atol=2e-5)
+    assert summary.examples == sum(g.shape[0] for g in got.values())
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_parquet_and_tfrecord_outputs(corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    from audiorep.data.example import parse_sequence_example
+    from audiorep.data.tfrecord import read_tfrecord
+
+    common = [str(corpus), "--weights", "random", "--seed", "1", "-q", "--shard-size", "4"]
+    assert main(["embed", *common, "-o", str(tmp_path / "npz")]) == 0
+    assert main(["embed", *common, "-o", str(tmp_path / "pq"), "--format", "parquet"]) == 0
+    assert main(["embed", *common, "-o", str(tmp_path / "tf"), "--format", "tfrecord"]) == 0
+    shards = sorted((tmp_path / "pq").glob("part-*.parquet"))
+    assert [s.name for s in shards] == [f"part-{i:05d}.parquet" for i in range(4)]
+    table = pq.read_table(shards)
+    meta = json.loads(table.schema.metadata[b"audiorep.settings"])
+    assert (
+        meta["weights_sha256"]
+        == audiorep.load("vggish", weights="random", seed=1).weights_fingerprint()
+    )
+    rows = table.to_pydict()
+    records = [
+        parse_sequence_example(r)
+        for r in read_tfrecord(sorted((tmp_path / "tf").glob("part-*.tfrecord")))
+    ]
+    assert len(records) == 14
+    for rec, it in zip(records, collect_inputs([corpus])):
+        d = np.load(tmp_path / "npz" / Path(it.rel).with_suffix(".npz"))
+        sel = [i for i, r in enumerate(rows["rel"]) if r == it.rel]
+        assert [rows["example_index"][i] for i in sel] == list(range(len(d["embeddings"])))
+        np.testing.assert_array_equal(
+            np.array([rows["embedding"][i] for i in sel], np.float32).reshape(-1, 128),
+            d["embeddings"],
+        )
+        np.testing.assert_allclose([rows["start"][i] for i in sel], d["timestamps"])
+        assert rec.context["video_id"] == [str(Path(it.rel).with_suffix("")).encode()]
+        assert rec.context["start_time_seconds"].tolist() == [0.0]
+        frames = rec.feature_lists["audio_embedding"]
+        q = np.array([np.frombuffer(f[0], np.uint8) for f in frames]).reshape(-1, 128)
+        np.testing.assert_array_equal(q, d["quantized"])
+        info = sf.info(it.path)
+        assert rec.context["end_time_seconds"][0] == pytest.approx(info.frames / info.samplerate)
+
+
+# ----------------------------------------------------------------------------- failures, resume
+
+
+def test_bad_inputs_are_listed_and_the_run_continues(corpus, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "garbage.flac").write_bytes(b"not audio at all")
+    nan = np.zeros(20000, np.float32)
+    nan[100] = np.nan
+    sf.write(bad / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(bad / "ok.wav", np.random.RandomState(0).randn(20000).astype(np.float32) * 0.1, 16000)
+    out = tmp_path / "out"
+    assert main(["embed", str(bad), "-o", str(out), "--weights", "random", "-q"]) == 1
+    failures = (out / "failures.tsv").read_text().splitlines()
+    reasons = dict(line.split("\t") for line in failures)
+    assert set(reasons) == {str(bad / n) for n in ("empty.wav", "garbage.flac", "nan.wav")}
+    assert "0 bytes" in reasons[str(bad / "empty.wav")]
+    assert "NaN" in reasons[str(bad / "nan.wav")]
+    assert (out / "ok.npz").exists() and not (out / "nan.npz").exists()
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_resume_skips_finished_outputs(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["embed", str(corpus), "-o", str(out), "--weights", "random", "--seed", "1", "-q"]
+    assert main(args) == 0
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
+    (out / "a/clip05.npz").unlink()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "1 embedded of 14 (13 already done, skipped)" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items() if p.name != "clip05.npz")
+    # other settings (another seed = other weights) are not "finished"
+    assert main([*args[:-3], "--seed", "2", "-q", "--resume"]) == 0
+    assert "14 embedded of 14" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["npz", "parquet"])
+def test_kill_minus_9_then_resume_equals_uninterrupted(corpus, tmp_path, fmt):
+    """SIGKILL a real run mid-way; --resume must produce exactly the uninterrupted outputs."""
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    base = [
+        str(corpus),
+        "--weights",
+        "random",
+        "--seed",
+        "1",
+        "-q",
+        "--format",
+        fmt,
+        "--shard-size",
+        "3",
+        "--batch-size",
+        "2",
+    ]
+    assert main(["embed", *base, "-o", str(clean)]) == 0
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    code = "import sys; from audiorep.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "embed", *base, "-o", str(killed)], env=env
+    )
+    pattern = "*.npz" if fmt == "npz" else "part-*.parquet"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.rglob(pattern))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(killed.rglob(pattern)))
+    assert 2 <= done_before < len(list(clean.rglob(pattern))), "kill did not land mid-run"
+    assert main(["embed", *base, "-o", str(killed), "--resume"]) == 0
+    clean_files = sorted(p.relative_to(clean) for p in clean.rglob("*") if p.is_file())
+    killed_files = sorted(p.relative_to(killed) for p in killed.rglob("*") if p.is_file())
+    assert killed_files == clean_files  # no temp files left behind
+    for rel in clean_files:
+        if fmt == "npz":
+            a, b = np.load(clean / rel), np.load(killed / rel)
+            assert a.files == b.files
+            for k in a.files:
+                np.testing.assert_array_equal(a[k], b[k])
+        else:
+            import pyarrow.parquet as pq
+
+            assert pq.read_table(clean / rel).equals(pq.read_table(killed / rel))
