@@ -81,8 +81,13 @@ def _add_embed(sub) -> None:
     p.add_argument(
         "--chunk-seconds",
         type=float,
-        default=60.0,
-        help="audio decoded per chunk of a long file (bounds memory; default 60)",
+        default=20.0,
+        help="audio decoded per chunk of a long file (bounds memory; default 20)",
+    )
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="CPU: do not repack the fully connected weights for oneDNN (-290 MB, ~10-15%% slower)",
     )
     p.add_argument(
         "--float32-frontend",
@@ -156,6 +161,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     log(f"model:   VGGish, {bundle.weights_description}")
     if not bundle.pretrained:
         log("WARNING: seeded random weights - the embeddings are NOT meaningful features")
+    bundle.low_memory = args.low_memory
     extensions = [e.strip() for e in args.ext.split(",") if e.strip()] if args.ext else None
     try:
         summary = embed_files(

@@ -93,6 +93,8 @@ class VGGishBundle:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         self._fingerprint: str | None = None
+        #: CPU float32 inference without repacked fully connected weights (-290 MB, slower).
+        self.low_memory = False
         self._fast_cpu_model: torch.jit.ScriptModule | None = None
         self._bf16_model: VGGish | None = None
         self.to(device)
@@ -170,7 +172,7 @@ class VGGishBundle:
             return self.model
         if self._fast_cpu_model is None:
             try:
-                self._fast_cpu_model = cpu_inference_module(self.model)
+                self._fast_cpu_model = cpu_inference_module(self.model, self.low_memory)
             except Exception:  # no TorchScript/oneDNN in this torch build: eager is still exact
                 self._fast_cpu_model = self.model  # type: ignore[assignment]
         fast = self._fast_cpu_model
@@ -214,7 +216,8 @@ class VGGishBundle:
             for name, tensor in sorted(self.model.state_dict().items()):
                 t = tensor.detach().cpu().contiguous()
                 digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-                digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                if t.numel():  # hash the tensor's memory in place, no copy
+                    digest.update(memoryview(t.view(torch.uint8).numpy()))
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
@@ -238,6 +241,19 @@ class VGGishBundle:
             f"VGGishBundle(weights={self.weights_description!r}, {pca}, "
             f"frontend_dtype={self.frontend.dtype}, device={self.device})"
         )
+
+
+def _model_from_state(state: dict[str, torch.Tensor], torchvggish_compat: bool) -> VGGish:
+    """A VGGish holding ``state``'s tensors, without first allocating (and initialising) a
+    second, throw-away set of 72 M parameters (290 MB)."""
+    try:
+        with torch.device("meta"):
+            model = VGGish(torchvggish_compat=torchvggish_compat)
+        model.load_state_dict(state, strict=True, assign=True)
+    except (TypeError, AttributeError, RuntimeError):  # torch < 2.1: no meta/assign
+        model = VGGish(torchvggish_compat=torchvggish_compat)
+        model.load_state_dict(state, strict=True)
+    return model
 
 
 def _random_pca(seed: int) -> Postprocessor:
@@ -285,7 +301,6 @@ def load(
     """
     if name.lower() != "vggish":
         raise ValueError(f"unknown model {name!r}; available: vggish")
-    model = VGGish(torchvggish_compat=torchvggish_compat)
     pca_params = None
     if weights is not None and str(weights) == RANDOM_WEIGHTS:
         state = seeded_random_state_dict(seed)
@@ -301,7 +316,7 @@ def load(
                 "weights."
             )
         pretrained = True
-    model.load_state_dict(state, strict=True)
+    model = _model_from_state(state, torchvggish_compat)
 
     rounding = "round" if torchvggish_compat else "truncate"
     postprocessor = None

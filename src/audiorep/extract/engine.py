@@ -171,7 +171,7 @@ def embed_corpus(
     indices: Sequence[int] | None = None,
     batch_size: int = 64,
     workers: int = 0,
-    chunk_seconds: float = 60.0,
+    chunk_seconds: float = 20.0,
     pad_short: bool = False,
     fusion=None,
     progress: bool = True,

@@ -30,7 +30,7 @@ def embed_files(
     resume: bool = False,
     batch_size: int = 64,
     workers: int = 0,
-    chunk_seconds: float = 60.0,
+    chunk_seconds: float = 20.0,
     pad_short: bool = False,
     fusion_layers: Sequence[int | str] | None = None,
     shard_size: int = 256,

@@ -59,7 +59,7 @@ class ClipExamples:
         path: str | os.PathLike,
         windowing: Windowing = VGGISH_WINDOWING,
         dtype: torch.dtype = torch.float64,
-        chunk_seconds: float = 60.0,
+        chunk_seconds: float = 20.0,
         pad_short: bool = False,
     ) -> None:
         self.path = Path(path)

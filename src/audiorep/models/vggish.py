@@ -141,26 +141,65 @@ def seeded_random_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, cin, cout in _CONVS:
         fan_in = cin * 9
-        out[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=gen) * (2.0 / fan_in) ** 0.5
-        out[f"{name}.bias"] = torch.randn(cout, generator=gen) * 0.01
+        # In-place scaling: no temporary copy of the (large) weight tensors.
+        out[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=gen).mul_(
+            (2.0 / fan_in) ** 0.5
+        )
+        out[f"{name}.bias"] = torch.randn(cout, generator=gen).mul_(0.01)
     for name, fin, fout in _FCS:
-        out[f"{name}.weight"] = torch.randn(fout, fin, generator=gen) * (2.0 / fin) ** 0.5
-        out[f"{name}.bias"] = torch.randn(fout, generator=gen) * 0.01
+        out[f"{name}.weight"] = torch.randn(fout, fin, generator=gen).mul_((2.0 / fin) ** 0.5)
+        out[f"{name}.bias"] = torch.randn(fout, generator=gen).mul_(0.01)
     return out
 
 
-def cpu_inference_module(model: VGGish) -> torch.jit.ScriptModule:
-    """A frozen TorchScript copy of ``model`` optimised for CPU inference (oneDNN layouts).
+class _ConvStack(nn.Module):
+    """VGGish up to the NHWC flatten (the part oneDNN speeds up most)."""
 
-    Same arithmetic as the eager model up to float32 summation order (~1e-5 on embeddings);
-    no autograd. About 1.2-1.5x faster than eager on 2 CPU threads (docs/benchmarks.md).
-    """
-    example = torch.zeros(2, 1, NUM_FRAMES, NUM_BANDS, dtype=model.fc2.weight.dtype)
+    def __init__(self, model: VGGish):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_taps(x, "flatten")["flatten"]
+
+
+class _FrozenConvEagerFC(nn.Module):
+    """Frozen conv stack + the eager model's own fully connected layers (shared weights)."""
+
+    def __init__(self, conv: torch.jit.ScriptModule, model: VGGish):
+        super().__init__()
+        self.conv = conv
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        m = self.model
+        h = torch.relu(m.fc1_2(torch.relu(m.fc1_1(h))))
+        out = m.fc2(h)
+        return torch.relu(out) if m.torchvggish_compat else out
+
+
+def _freeze(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     with torch.no_grad(), warnings.catch_warnings():
         # The shape checks in prepare_input trace as constants; they hold for any batch size.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # torch >= 2.10 marks the TorchScript API deprecated; it still works and is the
         # fastest exact CPU path we have measured (torch.compile costs ~1 min per process).
         warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace(model.eval(), example, check_trace=False)
+        traced = torch.jit.trace(module.eval(), example, check_trace=False)
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+def cpu_inference_module(model: VGGish, low_memory: bool = False) -> nn.Module:
+    """A frozen TorchScript copy of ``model`` optimised for CPU inference (oneDNN layouts).
+
+    Same arithmetic as the eager model up to float32 summation order (~1e-5 on embeddings);
+    no autograd. About 1.2-1.5x faster than eager on 2 CPU threads (docs/benchmarks.md).
+    The frozen fully connected layers hold repacked copies of their weights (+290 MB);
+    ``low_memory=True`` freezes only the conv stack and runs the eager fully connected layers
+    (shared weights, ~10-15 % slower).
+    """
+    example = torch.zeros(2, 1, NUM_FRAMES, NUM_BANDS, dtype=model.fc2.weight.dtype)
+    if low_memory:
+        return _FrozenConvEagerFC(_freeze(_ConvStack(model), example), model)
+    return _freeze(model, example)
