@@ -182,6 +182,60 @@ REGISTRY: dict[str, WeightsEntry] = {
     )
 }
 
+# CNN14 (PANNs) and AST checkpoints. Read them with audiorep.convert.cnn14.load_cnn14_weights /
+# audiorep.convert.ast.load_ast_weights (torch.load(weights_only=True) / safetensors only).
+# No published sha256 was found for any of them (searched code, issues and pages, 2026-11),
+# so they are unpinned like Google's files: the download warns and prints the digest.
+for _entry in (
+    WeightsEntry(
+        name="cnn14-16k",
+        urls=(
+            "https://zenodo.org/records/3987831/files/Cnn14_16k_mAP%3D0.438.pth?download=1",
+            # the form the PANNs README documents (redirects to the one above)
+            "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth?download=1",
+        ),
+        filename="Cnn14_16k_mAP=0.438.pth",
+        sha256=None,
+        sha256_prefix=None,
+        size=None,  # about 330 MB
+        licence="CC-BY-4.0 (Zenodo record 3987831, PANNs)",
+        description="PANNs CNN14 16 kHz AudioSet tagger (mAP 0.438, ~330 MB; Kong et al. 2020)",
+        kind="model",
+        converter="panns_cnn14",
+    ),
+    WeightsEntry(
+        name="ast-audioset",
+        urls=("https://www.dropbox.com/s/cv4knew8mvbrnvq/audioset_0.4593.pth?dl=1",),
+        filename="audioset_10_10_0.4593.pth",
+        sha256=None,
+        sha256_prefix=None,
+        size=None,  # about 350 MB
+        licence="BSD-3-Clause (YuanGongND/ast)",
+        description="AST AudioSet model, fstride = tstride = 10, mAP 0.4593 (as linked by the "
+        "AST README; ~350 MB)",
+        kind="model",
+        converter="ast",
+    ),
+    WeightsEntry(
+        name="ast-audioset-hf",
+        urls=(
+            "https://huggingface.co/MIT/ast-finetuned-audioset-10-10-0.4593/resolve/main/"
+            "model.safetensors",
+        ),
+        filename="model.safetensors",
+        sha256=None,
+        sha256_prefix=None,
+        size=None,
+        licence="BSD-3-Clause (MIT/ast-finetuned-audioset-10-10-0.4593)",
+        description="The same AST AudioSet weights as converted by Hugging Face transformers "
+        "(safetensors; a mirror when Dropbox fails)",
+        kind="model",
+        converter="ast_hf",
+    ),
+):
+    REGISTRY[_entry.name] = _entry
+del _entry
+
 #: Converted files ``resolve_vggish_weights("auto")`` looks for, best first.
 AUTO_ORDER = ("vggish-tf", "vggish-torchvggish")
 
