@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -151,41 +150,18 @@ def test_fadtk_formats(tmp_path) -> None:
 # ------------------------------------------------------------ google-research TFRecord
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        out.append(b | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _feature(kind: str, values) -> bytes:
-    if kind == "float":  # FloatList, packed
-        return _len_field(2, _len_field(1, np.asarray(values, "<f4").tobytes()))
-    packed = b"".join(_varint(int(v)) for v in values)  # Int64List, packed
-    return _len_field(3, _len_field(1, packed))
-
-
 def write_google_stats(path, mu: np.ndarray, sigma: np.ndarray, n: int) -> None:
-    """A stats TFRecord as google-research writes it (protobuf wire format, by hand)."""
+    """A stats TFRecord as google-research writes it: one Example, float32 lists, real CRCs."""
+    from audiorep.data.example import serialize_example
+    from audiorep.data.tfrecord import write_tfrecord
+
     feats = {
-        "embedding_count": _feature("int", [n]),
-        "embedding_length": _feature("int", [len(mu)]),
-        "mu": _feature("float", mu),
-        "sigma": _feature("float", sigma.reshape(-1)),
+        "embedding_count": np.array([n], np.int64),
+        "embedding_length": np.array([len(mu)], np.int64),
+        "mu": np.asarray(mu, np.float32),
+        "sigma": np.asarray(sigma, np.float32).reshape(-1),
     }
-    entries = b"".join(
-        _len_field(1, _len_field(1, k.encode()) + _len_field(2, v)) for k, v in feats.items()
-    )
-    example = _len_field(1, entries)
-    with open(path, "wb") as fh:  # TFRecord framing; CRCs are not checked by the reader
-        fh.write(struct.pack("<Q", len(example)) + b"\0" * 4 + example + b"\0" * 4)
+    write_tfrecord(path, [serialize_example(feats)])
 
 
 def test_google_tfrecord_stats(tmp_path) -> None:

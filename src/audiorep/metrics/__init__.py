@@ -14,11 +14,25 @@ Functions:
 * :func:`fad_inf` - fadtk's FAD-inf, seeded.
 * :func:`kernel_inception_distance`, :func:`inception_score`, :func:`mean_kl_divergence`.
 
+Classification (:mod:`audiorep.metrics.classification`): YouTube-8M's Hit@1, PERR, GAP and
+top-20 MAP; AudioSet's mAP, mAUC and d'; the streaming :class:`ClassificationMetrics`.
+
 Metric objects (``update`` / ``compute`` / ``reset`` / ``merge`` / ``sync``):
 :class:`FrechetDistance`, :class:`KernelInceptionDistance`, :class:`InceptionScore`,
 :class:`MeanKLDivergence`.
 """
 
+from audiorep.metrics.classification import (
+    ClassificationMetrics,
+    audioset_metrics,
+    average_precision_per_class,
+    d_prime,
+    global_average_precision,
+    hit_at_one,
+    precision_at_equal_recall_rate,
+    roc_auc_per_class,
+    yt8m_mean_average_precision,
+)
 from audiorep.metrics.fad_inf import FadInfResult, fad_inf, per_clip_fd
 from audiorep.metrics.frechet import (
     FrechetTerms,
@@ -48,6 +62,15 @@ from audiorep.metrics.stats_io import (
 )
 
 __all__ = [
+    "ClassificationMetrics",
+    "audioset_metrics",
+    "average_precision_per_class",
+    "d_prime",
+    "global_average_precision",
+    "hit_at_one",
+    "precision_at_equal_recall_rate",
+    "roc_auc_per_class",
+    "yt8m_mean_average_precision",
     "FadInfResult",
     "FrechetDistance",
     "FrechetTerms",
