@@ -33,6 +33,7 @@ from typing import Any, Union
 
 import torch
 
+from audiorep.convert._checks import check_state_shapes
 from audiorep.convert.cnn14 import read_state_dict, write_state_dict
 from audiorep.convert.vggish import WeightsFormatError
 from audiorep.models.ast import INPUT_TDIM, _shape_model, adapt_position_embedding, patch_grid
@@ -176,22 +177,7 @@ def ast_to_state_dict(
         mlp_ratio=ratio,
     )
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    missing = [k for k in expected if k not in mapped]
-    unexpected = sorted(k for k in mapped if k not in expected)
-    bad = [
-        f"{k} has shape {tuple(mapped[k].shape)}, expected {expected[k]}"
-        for k in expected
-        if k in mapped and tuple(mapped[k].shape) != expected[k]
-    ]
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            more = " ..." if len(unexpected) > 8 else ""
-            parts.append(f"unexpected {', '.join(unexpected[:8])}{more}")
-        parts += bad[:8]
-        raise ValueError("AST parameters: " + "; ".join(parts))
+    check_state_shapes(mapped, expected, "AST")
     out: dict[str, torch.Tensor] = {}
     for key in expected:
         v = torch.as_tensor(mapped[key]).detach().cpu()

@@ -29,6 +29,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from audiorep.convert._checks import check_state_shapes
 from audiorep.convert.vggish import WeightsFormatError
 from audiorep.frontends.panns import slaney_mel_matrix
 from audiorep.models.cnn14 import EMBEDDING_SIZE, state_dict_shapes
@@ -197,22 +198,7 @@ def panns_to_state_dict(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     for key in expected:
         if key.endswith("num_batches_tracked") and key not in body:
             body[key] = torch.tensor(0, dtype=torch.int64)  # not needed in eval mode
-    missing = [k for k in expected if k not in body]
-    unexpected = sorted(k for k in body if k not in expected)
-    bad = [
-        f"{k} has shape {tuple(body[k].shape)}, expected {expected[k]}"
-        for k in expected
-        if k in body and tuple(body[k].shape) != expected[k]
-    ]
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            more = " ..." if len(unexpected) > 8 else ""
-            parts.append(f"unexpected {', '.join(unexpected[:8])}{more}")
-        parts += bad[:8]
-        raise ValueError("PANNs CNN14 parameters: " + "; ".join(parts))
+    check_state_shapes(body, expected, "PANNs CNN14")
     out: dict[str, torch.Tensor] = {}
     for key in expected:
         v = torch.as_tensor(body[key]).detach().cpu()
