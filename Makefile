@@ -32,6 +32,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_vggish.py --batch --markdown bench_out/benchmarks.md
 	$(PY) benchmarks/bench_dfl.py --markdown bench_out/dfl.md
+	$(PY) benchmarks/bench_fd.py --markdown bench_out/fd.md
+	$(PY) benchmarks/bench_corpus.py --memory --markdown bench_out/corpus.md
+	$(PY) benchmarks/bench_reader.py --markdown bench_out/reader.md
+	$(PY) benchmarks/bench_heads.py --markdown bench_out/heads.md
+	$(PY) benchmarks/bench_backbones.py --markdown bench_out/backbones.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo_out bench_out
