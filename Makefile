@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, exactly this version: it is the local CPU wheel (anything else pulls CUDA).
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,bench,av]'
+	$(PY) -m pip install --quiet -e '.[test,bench,av,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -256,3 +256,22 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(corpus, tmp_path, fmt):
             import pyarrow.parquet as pq
 
             assert pq.read_table(clean / rel).equals(pq.read_table(killed / rel))
+
+
+def test_embed_other_backbones_one_row_per_clip_or_window(corpus, tmp_path):
+    """--model cnn14: one 2048-d embedding per clip, spanning it; ast: one 768-d per window."""
+    import pyarrow.parquet as pq
+
+    files = [str(p) for p in sorted(corpus.rglob("*.wav"))[:3]]
+    out = tmp_path / "cnn14"
+    args = ["embed", *files, "-o", str(out), "--model", "cnn14", "--weights", "random", "-q"]
+    assert main([*args, "--format", "parquet"]) == 0
+    rows = pq.read_table(sorted(out.glob("*.parquet"))).to_pydict()
+    assert len(rows["embedding"]) == 3 and len(rows["embedding"][0]) == 2048
+    b = audiorep.load("cnn14", weights="random")
+    wav, sr = audiorep.audio.load(files[0])
+    np.testing.assert_allclose(rows["embedding"][0], b.embed(wav, sr)[0].numpy(), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    assert rows["start"][0] == 0.0 and rows["end"][0] == pytest.approx(wav.shape[-1] / sr)
+    with pytest.raises(ValueError, match="VGGish only"):
+        audiorep.load("cnn14", weights="random", pca="x.npz")

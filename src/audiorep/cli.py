@@ -50,6 +50,13 @@ def _add_embed(sub) -> None:
         help="comma-separated extensions searched in folders (default: all audio)",
     )
     p.add_argument(
+        "--model",
+        choices=["vggish", "cnn14", "ast"],
+        default="vggish",
+        help="backbone (default vggish). cnn14: one 2048-d embedding per clip; ast: one 768-d "
+        "embedding per 10.24 s window; the VGGish-only options do not apply to them",
+    )
+    p.add_argument(
         "--weights",
         default=None,
         help="weights: a file (.safetensors/.ckpt/.npz/.pth), a registry name, or 'random' "
@@ -121,6 +128,9 @@ def _add_embed(sub) -> None:
     p.add_argument("--skip-existing", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from audiorep.extract.ray_engine import add_ray_arguments
+
+    add_ray_arguments(p)
     p.set_defaults(func=_cmd_embed)
 
 
@@ -137,17 +147,20 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     try:
         windowing = Windowing.from_hop_seconds(args.hop) if args.hop else VGGISH_WINDOWING
-        bundle = load(
-            "vggish",
-            weights=args.weights,
-            pca=False if args.no_pca else args.pca,
-            device=args.device,
-            frontend_dtype=torch.float32 if args.float32_frontend else torch.float64,
-            torchvggish_compat=args.torchvggish_compat,
-            seed=args.seed,
-            precision=args.precision,
-            windowing=windowing,
-        )
+        if args.model != "vggish":
+            bundle = load(args.model, weights=args.weights, device=args.device, seed=args.seed)
+        else:
+            load_kwargs = dict(
+                weights=args.weights,
+                pca=False if args.no_pca else args.pca,
+                device=args.device,
+                frontend_dtype=torch.float32 if args.float32_frontend else torch.float64,
+                torchvggish_compat=args.torchvggish_compat,
+                seed=args.seed,
+                precision=args.precision,
+                windowing=windowing,
+            )
+            bundle = load("vggish", **load_kwargs)
     except (WeightsUnavailableError, WeightsError, FileNotFoundError, ValueError) as exc:
         return fail(str(exc))
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
@@ -155,14 +168,23 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if args.fusion:
         try:  # validate before any file is processed
             fusion_layers = parse_layers(args.fusion)
+            if args.model != "vggish":
+                raise ValueError("with --model cnn14/ast use the Python API (bundle.fusion)")
             GeneralPurposeVGGish(bundle.model, fusion_layers)
         except ValueError as exc:
             return fail(f"--fusion {args.fusion}: {exc}")
-    log(f"model:   VGGish, {bundle.weights_description}")
+    log(f"model:   {args.model}, {bundle.weights_description}")
     if not bundle.pretrained:
         log("WARNING: seeded random weights - the embeddings are NOT meaningful features")
-    bundle.low_memory = args.low_memory
+    if args.model == "vggish":
+        bundle.low_memory = args.low_memory
     extensions = [e.strip() for e in args.ext.split(",") if e.strip()] if args.ext else None
+    if getattr(args, "engine", "local") == "ray":
+        if args.model != "vggish":
+            return fail("--engine ray runs VGGish only")
+        from audiorep.extract.ray_engine import run_from_args
+
+        return run_from_args(args, load_kwargs, bundle=bundle)
     try:
         summary = embed_files(
             bundle,

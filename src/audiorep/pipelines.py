@@ -275,10 +275,11 @@ def load(
     precision: str = "float32",
     windowing: Windowing = VGGISH_WINDOWING,
 ) -> VGGishBundle:
-    """Build a ready-to-use bundle.
+    """Build a ready-to-use bundle (VGGish; CNN14 and AST through :mod:`audiorep.backbones`).
 
     Args:
-        name: model name; ``"vggish"`` for now.
+        name: ``"vggish"``; or ``"cnn14"`` / ``"ast"``, which return the bundles of
+            :mod:`audiorep.backbones` (only ``weights``, ``device`` and ``seed`` apply).
         weights: ``None`` = the cached pretrained weights (see ``audiorep weights download``;
             never downloads by itself); a file path (``.safetensors`` from ``audiorep
             convert``, Google's ``vggish_model.ckpt``, a TF-named ``.npz`` or torchvggish's
@@ -299,8 +300,20 @@ def load(
     Raises:
         WeightsUnavailableError: no weights were found; the message lists the options.
     """
-    if name.lower() != "vggish":
-        raise ValueError(f"unknown model {name!r}; available: vggish")
+    key = name.lower()
+    if key in ("cnn14", "ast"):
+        from audiorep.backbones import load_backbone
+
+        vggish_only = {"pca": pca not in (None, False), "torchvggish_compat": torchvggish_compat,
+                       "frontend_dtype": frontend_dtype != torch.float64,
+                       "precision": precision != "float32",
+                       "windowing": windowing != VGGISH_WINDOWING}  # fmt: skip
+        used = [k for k, v in vggish_only.items() if v]
+        if used:
+            raise ValueError(f"options {used} apply to VGGish only, not {name!r}")
+        return load_backbone(key, weights=weights, device=device, seed=seed)
+    if key != "vggish":
+        raise ValueError(f"unknown model {name!r}; available: vggish, cnn14, ast")
     pca_params = None
     if weights is not None and str(weights) == RANDOM_WEIGHTS:
         state = seeded_random_state_dict(seed)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from audiorep.audio import AudioLoadError
+from audiorep.audio import AudioLoadError, load
 from audiorep.extract.inputs import InputItem
 from audiorep.extract.stream import ClipExamples
 
@@ -38,7 +38,9 @@ class FileResult:
     Attributes:
         index: position in the run's input list.
         item: the input.
-        embeddings: float32 ``(N, 128)`` (``None`` on failure).
+        embeddings: float32 ``(N, D)`` (``None`` on failure).
+        timestamps: float64 ``(N,)`` start of each embedding's window, seconds.
+        ends: float64 ``(N,)`` end of each window, seconds.
         duration: seconds of audio.
         padded: the clip was shorter than one example and zero-padded (``pad_short``).
         fusion: float32 ``(N, D)`` per-example fusion features (with a fusion extractor).
@@ -49,6 +51,8 @@ class FileResult:
     index: int
     item: InputItem
     embeddings: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    ends: np.ndarray | None = None
     duration: float = 0.0
     padded: bool = False
     fusion: np.ndarray | None = None
@@ -64,7 +68,7 @@ class RunSummary:
     audio_seconds: float = 0.0
     examples: int = 0
     wall_seconds: float = 0.0
-    hop_seconds: float = 0.96
+    windows: str = "0.96 s each, hop 0.96 s"
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -73,7 +77,7 @@ class RunSummary:
             f"files:      {self.written} embedded of {self.files}"
             + (f" ({self.skipped} already done, skipped)" if self.skipped else ""),
             f"audio:      {self.audio_seconds:.1f} s ({self.audio_seconds / 3600:.3f} h)",
-            f"examples:   {self.examples} (0.96 s each, hop {self.hop_seconds:g} s)",
+            f"embeddings: {self.examples} ({self.windows})",
             f"wall time:  {self.wall_seconds:.2f} s ({self.audio_seconds / wall:.1f} s of audio "
             f"per second, {self.written / wall:.2f} files/s)",
             f"failures:   {len(self.failures)}",
@@ -111,6 +115,38 @@ class _ChunkSource(IterableDataset):
                 )
                 continue
             yield "done", index, (clip.duration, clip.padded)
+
+
+class _WholeClipSource(IterableDataset):
+    """For backbones that embed whole clips (CNN14, AST): yields decoded waveforms."""
+
+    def __init__(self, items) -> None:
+        super().__init__()
+        self.items = list(items)
+
+    def __iter__(self):
+        info = get_worker_info()
+        mine = self.items if info is None else self.items[info.id :: info.num_workers]
+        for index, item in mine:
+            try:
+                waveform, sr = load(item.path)
+            except FILE_ERRORS as exc:
+                yield "error", index, str(exc)
+                continue
+            yield "clip", index, (waveform, sr)
+
+
+def _window_times(bundle, n: int, duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (seconds) of each of a clip's ``n`` embeddings."""
+    w = getattr(bundle, "windowing", None)
+    if hasattr(w, "hop_seconds"):  # VGGish: 0.96 s examples every hop
+        starts = np.arange(n) * w.hop_seconds
+        return starts, starts + 0.96
+    w = w if isinstance(w, dict) else {}
+    if "hop_seconds" in w:
+        starts = np.arange(n) * float(w["hop_seconds"])
+        return starts, starts + float(w.get("window_seconds", duration))
+    return np.zeros(n), np.full(n, duration)  # one embedding of the whole clip
 
 
 def embed_fixed_batches(bundle, x: torch.Tensor, batch_size: int, fusion=None):
@@ -191,16 +227,25 @@ def embed_corpus(
             per-example and clip-level fusion features.
     """
     todo = list(range(len(items))) if indices is None else list(indices)
-    summary = RunSummary(files=len(items), hop_seconds=bundle.windowing.hop_seconds)
+    w = bundle.windowing
+    windows = (f"0.96 s each, hop {w.hop_seconds:g} s" if hasattr(w, "hop_seconds")
+               else str(w.get("policy", "")))  # fmt: skip
+    summary = RunSummary(files=len(items), windows=windows)
     summary.skipped = len(items) - len(todo)
     start = time.perf_counter()
-    source = _ChunkSource(
-        [(i, items[i]) for i in todo],
-        bundle.windowing,
-        bundle.frontend.dtype,
-        chunk_seconds,
-        pad_short,
-    )
+    whole_clips = not hasattr(bundle.windowing, "hop_frames")  # CNN14 / AST: whole clips
+    if whole_clips:
+        if fusion is not None:
+            raise ValueError("fusion features in embed are available for VGGish only")
+        source = _WholeClipSource([(i, items[i]) for i in todo])
+    else:
+        source = _ChunkSource(
+            [(i, items[i]) for i in todo],
+            bundle.windowing,
+            bundle.frontend.dtype,
+            chunk_seconds,
+            pad_short,
+        )
     loader = (
         DataLoader(
             source,
@@ -241,7 +286,8 @@ def embed_corpus(
         st = states[index]
         duration, padded = st.info
         emb = torch.cat(st.parts) if st.parts else torch.zeros((0, bundle.embedding_size))
-        result = FileResult(index, items[index], emb.numpy(), duration, padded)
+        starts, ends = _window_times(bundle, emb.shape[0], duration)
+        result = FileResult(index, items[index], emb.numpy(), starts, ends, duration, padded)
         if fusion is not None:
             dim = fusion.dim
             result.fusion = (
@@ -301,6 +347,18 @@ def embed_corpus(
                     queued += payload.shape[0]
                     st.pending += payload.shape[0]
                     drain(force=False)
+            elif kind == "clip":
+                waveform, sr = payload
+                try:
+                    emb = bundle.embed(waveform, sr).float().cpu().numpy()
+                except FILE_ERRORS as exc:
+                    finish(
+                        index, FileResult(index, items[index], error=f"{items[index].path}: {exc}")
+                    )
+                    continue
+                duration = waveform.shape[-1] / sr
+                starts, ends = _window_times(bundle, emb.shape[0], duration)
+                finish(index, FileResult(index, items[index], emb, starts, ends, duration))
             elif kind == "error":
                 queue = [(i, ex) for i, ex in queue if i != index]
                 queued = sum(ex.shape[0] for _, ex in queue)

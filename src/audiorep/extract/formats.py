@@ -36,6 +36,14 @@ FORMATS = ("npz", "parquet", "tfrecord")
 EXAMPLE_SECONDS = 0.96
 
 
+def result_times(r: FileResult) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` of a result's embeddings (VGGish examples last 0.96 s)."""
+    n = r.embeddings.shape[0]
+    starts = r.timestamps if r.timestamps is not None else np.arange(n) * EXAMPLE_SECONDS
+    ends = r.ends if r.ends is not None else starts + EXAMPLE_SECONDS
+    return starts, ends
+
+
 def _same_settings(stored: dict, current: dict) -> bool:
     return all(stored.get(k) == current.get(k) for k in KEY_FIELDS)
 
@@ -76,10 +84,10 @@ class NpzOutput:
         emb = result.embeddings
         arrays = {
             "embeddings": emb,
-            "timestamps": np.arange(emb.shape[0]) * self.bundle.windowing.hop_seconds,
+            "timestamps": result.timestamps,
             "settings": self._settings_json,
         }
-        if self.bundle.postprocessor is not None:
+        if getattr(self.bundle, "postprocessor", None) is not None:
             import torch
 
             arrays["quantized"] = self.bundle.quantize(torch.from_numpy(emb)).cpu().numpy()
@@ -138,7 +146,7 @@ class _ShardedOutput:
         raise NotImplementedError
 
     def _quantized(self, emb: np.ndarray) -> np.ndarray | None:
-        if self.bundle.postprocessor is None:
+        if getattr(self.bundle, "postprocessor", None) is None:
             return None
         import torch
 
@@ -166,33 +174,34 @@ class ParquetOutput(_ShardedOutput):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        hop = self.bundle.windowing.hop_seconds
         dim = self.bundle.embedding_size
-        paths, rels, idx, starts = [], [], [], []
+        paths, rels, idx, starts, ends = [], [], [], [], []
         embs, quants = [], []
         for r in results:
             n = r.embeddings.shape[0]
             paths += [str(r.item.path)] * n
             rels += [r.item.rel] * n
             idx.append(np.arange(n, dtype=np.int32))
-            starts.append(np.arange(n) * hop)
+            starts.append(result_times(r)[0])
+            ends.append(result_times(r)[1])
             embs.append(r.embeddings)
             q = self._quantized(r.embeddings)
             if q is not None:
                 quants.append(q)
         start = np.concatenate(starts) if starts else np.zeros(0)
+        end = np.concatenate(ends) if ends else np.zeros(0)
         emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
         columns = {
             "path": pa.array(paths, pa.string()),
             "rel": pa.array(rels, pa.string()),
             "example_index": pa.array(np.concatenate(idx) if idx else [], pa.int32()),
             "start": pa.array(start, pa.float64()),
-            "end": pa.array(start + EXAMPLE_SECONDS, pa.float64()),
+            "end": pa.array(end, pa.float64()),
             "embedding": pa.FixedSizeListArray.from_arrays(
                 pa.array(emb.reshape(-1), pa.float32()), dim
             ),
         }
-        if self.bundle.postprocessor is not None:
+        if getattr(self.bundle, "postprocessor", None) is not None:
             q = np.concatenate(quants) if quants else np.zeros((0, dim), np.uint8)
             columns["quantized"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(q.reshape(-1), pa.uint8()), dim
@@ -210,7 +219,7 @@ class TFRecordOutput(_ShardedOutput):
     suffix = ".tfrecord"
 
     def __init__(self, out_dir, items, bundle, shard_size=256):
-        if bundle.postprocessor is None:
+        if getattr(bundle, "postprocessor", None) is None:
             raise RuntimeError(
                 "--format tfrecord writes the AudioSet layout (PCA-quantised bytes): it needs "
                 "PCA parameters (--pca PATH, or weights that come with them)"
