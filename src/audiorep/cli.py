@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     from audiorep.cli_weights import add_commands
 
     add_fad(sub)
+    from audiorep.cli_linear_eval import add_command as add_linear_eval
+
+    add_linear_eval(sub)
     add_commands(sub)
     return parser
 
