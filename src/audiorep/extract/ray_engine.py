@@ -274,8 +274,7 @@ def embed_files_ray(
 
     import audiorep
     from audiorep.extract.formats import make_output
-    from audiorep.extract.runner import FAILURES_FILE
-    from audiorep.extract.writers import write_bytes_atomic
+    from audiorep.extract.runner import write_failures
     from audiorep.frontends.vggish import Windowing
 
     if batch_size < 1:
@@ -357,12 +356,7 @@ def embed_files_ray(
     position = {str(it.path): i for i, it in enumerate(items)}
     summary.failures.sort(key=lambda f: position.get(f[0], len(items)))
     summary.wall_seconds = time.perf_counter() - start
-    failures = out / FAILURES_FILE
-    if summary.failures:
-        lines = "".join(f"{p}\t{r.replace(chr(9), ' ')}\n" for p, r in summary.failures)
-        write_bytes_atomic(failures, lines.encode())
-    elif failures.exists():
-        failures.unlink()
+    write_failures(out, summary.failures)
     return summary
 
 

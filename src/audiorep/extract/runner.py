@@ -76,13 +76,18 @@ def embed_files(
         progress=progress,
     )
     writer.close()
-    failures = out / FAILURES_FILE
-    if summary.failures:
-        lines = "".join(f"{p}\t{r.replace(chr(9), ' ')}\n" for p, r in summary.failures)
-        write_bytes_atomic(failures, lines.encode())
-    elif failures.exists():
-        failures.unlink()
+    write_failures(out, summary.failures)
     return summary
 
 
-__all__ = ["FAILURES_FILE", "RunSummary", "embed_files"]
+def write_failures(out_dir: Path, failures: Sequence[tuple[str, str]]) -> None:
+    """``<out>/failures.tsv`` (path, reason) written atomically; removed when there are none."""
+    path = Path(out_dir) / FAILURES_FILE
+    if failures:
+        lines = "".join(f"{p}\t{r.replace(chr(9), ' ')}\n" for p, r in failures)
+        write_bytes_atomic(path, lines.encode())
+    elif path.exists():
+        path.unlink()
+
+
+__all__ = ["FAILURES_FILE", "RunSummary", "embed_files", "write_failures"]
