@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     from audiorep.cli_linear_eval import add_command as add_linear_eval
 
     add_linear_eval(sub)
+    from audiorep.cli_classifier import add_commands as add_classifier_commands
+
+    add_classifier_commands(sub)
     add_commands(sub)
     return parser
 
