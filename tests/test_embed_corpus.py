@@ -275,3 +275,11 @@ def test_embed_other_backbones_one_row_per_clip_or_window(corpus, tmp_path):
     assert rows["start"][0] == 0.0 and rows["end"][0] == pytest.approx(wav.shape[-1] / sr)
     with pytest.raises(ValueError, match="VGGish only"):
         audiorep.load("cnn14", weights="random", pca="x.npz")
+    # --fusion with cnn14: the clip-level CNN14-Fusion#3#6 feature per file
+    out2 = tmp_path / "cnn14_fusion"
+    assert main(["embed", files[0], "-o", str(out2), "--model", "cnn14", "--weights", "random",
+                 "-q", "--fusion", "3,6"]) == 0  # fmt: skip
+    d = np.load(out2 / Path(files[0]).with_suffix(".npz").name)
+    np.testing.assert_allclose(d["fusion_clip"], b.fusion(wav, sr, [3, 6]).numpy(), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    assert d["fusion_clip"].shape == (6144,)

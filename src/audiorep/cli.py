@@ -117,8 +117,9 @@ def _add_embed(sub) -> None:
         "--fusion",
         default=None,
         metavar="LAYERS",
-        help="also write GP-VGGish fusion features (npz only), e.g. '9,14' (8192-d, the "
-        "paper's VGGish-Fusion#10#15) or tap names 'conv3_2,conv4_2'",
+        help="also write fusion features (npz only): VGGish '9,14' (8192-d VGGish-Fusion#10#15, "
+        "per example and per clip) or tap names 'conv3_2,conv4_2'; cnn14 '3,6' (6144-d) and "
+        "ast '4,11' (1536-d), per clip",
     )
     p.add_argument(
         "--resume",
@@ -168,9 +169,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if args.fusion:
         try:  # validate before any file is processed
             fusion_layers = parse_layers(args.fusion)
-            if args.model != "vggish":
-                raise ValueError("with --model cnn14/ast use the Python API (bundle.fusion)")
-            GeneralPurposeVGGish(bundle.model, fusion_layers)
+            if args.model == "vggish":
+                GeneralPurposeVGGish(bundle.model, fusion_layers)
+            else:
+                bundle.fusion_module(fusion_layers)
         except ValueError as exc:
             return fail(f"--fusion {args.fusion}: {exc}")
     log(f"model:   {args.model}, {bundle.weights_description}")

@@ -224,7 +224,8 @@ def embed_corpus(
         chunk_seconds: audio per decoded chunk (bounds memory on long files).
         pad_short: zero-pad clips shorter than one example (else they give 0 embeddings).
         fusion: a :class:`~audiorep.features.fusion.GeneralPurposeVGGish` to also compute
-            per-example and clip-level fusion features.
+            per-example and clip-level fusion features; for CNN14/AST bundles, a list of
+            layers for their clip-level ``bundle.fusion``.
     """
     todo = list(range(len(items))) if indices is None else list(indices)
     w = bundle.windowing
@@ -233,10 +234,10 @@ def embed_corpus(
     summary = RunSummary(files=len(items), windows=windows)
     summary.skipped = len(items) - len(todo)
     start = time.perf_counter()
+    clip_fusion_layers = None
     whole_clips = not hasattr(bundle.windowing, "hop_frames")  # CNN14 / AST: whole clips
     if whole_clips:
-        if fusion is not None:
-            raise ValueError("fusion features in embed are available for VGGish only")
+        clip_fusion_layers, fusion = fusion, None  # a list of layers for bundle.fusion
         source = _WholeClipSource([(i, items[i]) for i in todo])
     else:
         source = _ChunkSource(
@@ -358,7 +359,11 @@ def embed_corpus(
                     continue
                 duration = waveform.shape[-1] / sr
                 starts, ends = _window_times(bundle, emb.shape[0], duration)
-                finish(index, FileResult(index, items[index], emb, starts, ends, duration))
+                result = FileResult(index, items[index], emb, starts, ends, duration)
+                if clip_fusion_layers:
+                    clip = bundle.fusion(waveform, sr, clip_fusion_layers)
+                    result.fusion_clip = clip.float().cpu().numpy()
+                finish(index, result)
             elif kind == "error":
                 queue = [(i, ex) for i, ex in queue if i != index]
                 queued = sum(ex.shape[0] for _, ex in queue)

@@ -93,8 +93,8 @@ class NpzOutput:
             arrays["quantized"] = self.bundle.quantize(torch.from_numpy(emb)).cpu().numpy()
         if result.fusion is not None:
             arrays["fusion"] = result.fusion
-            if result.fusion_clip is not None:
-                arrays["fusion_clip"] = result.fusion_clip
+        if result.fusion_clip is not None:
+            arrays["fusion_clip"] = result.fusion_clip
         write_npz_atomic(self.path(result.index), **arrays)
 
     def close(self) -> None:

@@ -47,8 +47,9 @@ def embed_files(
         resume: skip inputs whose outputs are already complete (same settings).
         batch_size, workers, chunk_seconds, pad_short: see
             :func:`audiorep.extract.engine.embed_corpus`.
-        fusion_layers: with ``npz``, also write GP-VGGish fusion features (e.g. ``[9, 14]``):
-            ``fusion`` float32 ``(N, D)`` per example and ``fusion_clip`` ``(D,)``.
+        fusion_layers: with ``npz``, also write fusion features: VGGish (e.g. ``[9, 14]``):
+            ``fusion`` float32 ``(N, D)`` per example and ``fusion_clip`` ``(D,)``; CNN14
+            (e.g. ``[3, 6]``) and AST (e.g. ``[4, 11]``): ``fusion_clip`` only.
         shard_size: inputs per shard for ``parquet`` / ``tfrecord``.
         extensions: file extensions searched in folders (default: all audio).
 
@@ -58,7 +59,13 @@ def embed_files(
     """
     if fusion_layers and fmt != "npz":
         raise ValueError("fusion features are written to npz outputs only (--format npz)")
-    fusion = GeneralPurposeVGGish(bundle.model, fusion_layers) if fusion_layers else None
+    fusion = None
+    if fusion_layers:
+        # VGGish: per-example + clip fusion from the packed batches; CNN14/AST: clip-level
+        # fusion from their bundles (``fusion_module`` validates the layers up front).
+        is_vggish = hasattr(bundle.windowing, "hop_frames")
+        fusion = (GeneralPurposeVGGish(bundle.model, fusion_layers) if is_vggish
+                  else (bundle.fusion_module(fusion_layers) and list(fusion_layers)))  # fmt: skip
     items = collect_inputs(inputs, extensions)
     out = Path(out_dir)
     writer = make_output(fmt, out, items, bundle, shard_size)
