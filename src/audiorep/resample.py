@@ -251,25 +251,52 @@ def resample_range(
     return y[..., out_start - q0 * plan.up : out_stop - q0 * plan.up]
 
 
+#: Outputs per matmul row at least this many: rate pairs with few phases (48 -> 16 kHz has one)
+#: are grouped so that each strided input window feeds many outputs, instead of copying a
+#: ~300-sample window per output sample.
+_MIN_OUTPUTS_PER_ROW = 64
+
+
+@lru_cache(maxsize=32)
+def _grouped_weights(sr_in: int, sr_out: int, group: int) -> np.ndarray:
+    """``(R + (G-1) M, G L)``: ``G`` consecutive blocks' weights as one wider block."""
+    plan = polyphase_plan(sr_in, sr_out)
+    width = plan.width + (group - 1) * plan.down
+    out = np.zeros((width, group * plan.up))
+    for g in range(group):
+        out[g * plan.down : g * plan.down + plan.width, g * plan.up : (g + 1) * plan.up] = (
+            plan.weights.T
+        )
+    return out  # cached: callers must not modify it
+
+
 def _polyphase_blocks(xp: torch.Tensor, plan: PolyphasePlan, q0: int, q1: int) -> torch.Tensor:
     """Output blocks ``[q0, q1)`` from ``xp`` = input ``[q0*M + first, (q1-1)*M + first + R)``
     (zero-filled outside the signal): ``(..., (q1 - q0) * L)``."""
     lead = xp.shape[:-1]
     x = xp.reshape(-1, xp.shape[-1])
     num = q1 - q0
-    w = torch.as_tensor(plan.weights, dtype=x.dtype, device=x.device).T  # (R, L)
-    y = x.new_empty((x.shape[0], num, plan.up))
+    group = max(1, -(-_MIN_OUTPUTS_PER_ROW // plan.up))
+    rows = -(-num // group)  # super-blocks of `group` blocks
+    y = x.new_empty((x.shape[0], rows * group, plan.up))
     if num > 0:
-        blocks = x.unfold(-1, plan.width, plan.down)  # (B, Q', R) strided view, no copy
-        for start in range(0, num, _BLOCK_ROWS):
-            stop = min(num, start + _BLOCK_ROWS)
-            y[:, start:stop] = blocks[:, start:stop] @ w
+        w = torch.as_tensor(
+            _grouped_weights(plan.sr_in, plan.sr_out, group), dtype=x.dtype, device=x.device
+        )
+        need = (rows * group - 1) * plan.down + plan.width
+        xg = torch.nn.functional.pad(x, (0, max(0, need - x.shape[-1])))  # discarded outputs
+        supers = xg.unfold(-1, w.shape[0], group * plan.down)  # (B, rows', R') strided view
+        flat = y.view(x.shape[0], rows, group * plan.up)
+        for start in range(0, rows, _BLOCK_ROWS):
+            stop = min(rows, start + _BLOCK_ROWS)
+            flat[:, start:stop] = supers[:, start:stop] @ w
         fix_q, fix_w = _phase0_fixups(plan, q1, q0)
         if fix_q.size:
+            blocks = x.unfold(-1, plan.width, plan.down)
             fq = torch.as_tensor(fix_q, device=x.device)
             fw = torch.as_tensor(fix_w, dtype=x.dtype, device=x.device)
             y[:, fq, 0] = (blocks[:, fq] * fw).sum(-1)
-    return y.reshape(*lead, num * plan.up)
+    return y[:, :num].reshape(*lead, num * plan.up)
 
 
 def resample(
