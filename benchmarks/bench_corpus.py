@@ -124,7 +124,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=200)
     ap.add_argument("--data", type=Path, default=ROOT / "bench_out" / "corpus")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--memory", action="store_true", help="also measure the 1-hour file")
     ap.add_argument("--markdown", type=Path, default=None)
