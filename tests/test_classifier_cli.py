@@ -21,12 +21,12 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+from audiorep.cli import main
 from audiorep.cli_classifier import (
     RANDOM_WEIGHTS_WARNING,
     PackedAudioSet,
     classify_quantized,
     load_classifier,
-    main,
     top_classes,
 )
 from audiorep.data import AudioSetDataset, collate_audioset

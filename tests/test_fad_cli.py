@@ -14,7 +14,8 @@ import torch
 
 import audiorep
 from audiorep.cli import main
-from audiorep.extract.batching import iter_file_embeddings
+from audiorep.extract.engine import embed_corpus
+from audiorep.extract.inputs import InputItem
 from audiorep.fad import (
     EmbeddingCache,
     SetError,
@@ -110,19 +111,23 @@ def test_hop_gives_overlapping_examples_every_hop():
 
 
 def test_cross_file_batching_equals_file_by_file(sets, bundle):
+    """The engine `fad` embeds audio folders with: one result per input, failures included."""
     files = sorted(sets["ev"].iterdir()) + sorted(sets["bg"].glob("*.wav"))
-    results = list(iter_file_embeddings(bundle, files, batch_size=7))
-    assert [r.path for r in results] == files  # input order, failures included
+    got = {}
+    embed_corpus(bundle, [InputItem(f, f.name) for f in files],
+                 lambda r: got.setdefault(r.index, r), batch_size=7, progress=False)  # fmt: skip
+    results = [got[i] for i in range(len(files))]
+    assert [r.item.path for r in results] == files  # every input once, failures included
     for r in results:
-        if r.path.name == "broken.wav":
+        if r.item.path.name == "broken.wav":
             assert r.embeddings is None and "broken.wav" in r.error
             continue
-        wav, sr = audiorep.audio.load(r.path)
+        wav, sr = audiorep.audio.load(r.item.path)
         want = bundle.embed(wav, sr).numpy()
         assert r.embeddings.dtype == np.float32 and r.embeddings.shape == want.shape
         np.testing.assert_allclose(r.embeddings, want, rtol=0, atol=2e-5)
         assert r.duration == pytest.approx(wav.shape[-1] / sr)
-    assert next(r for r in results if r.path.name == "short.wav").embeddings.shape == (0, 128)
+    assert next(r for r in results if r.item.path.name == "short.wav").embeddings.shape == (0, 128)
 
 
 # ----------------------------------------------------------------------------- cache

@@ -1139,19 +1139,3 @@ def add_commands(sub: Any) -> None:
     _add_train(sub)
     _add_evaluate(sub)
     _add_tag(sub)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one of the commands without the main ``audiorep`` parser (used by tests/scripts)."""
-    parser = argparse.ArgumentParser(prog="audiorep")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_commands(sub)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

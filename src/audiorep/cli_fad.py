@@ -157,13 +157,13 @@ def run(args: argparse.Namespace) -> int:
         return state["bundle"]
 
     def side(path: str, label: str):
+        log(f"{label}: {path}")
         return open_set(
             path,
             bundle_factory=bundle,
             cache_factory=lambda b: _cache(args, b),
             batch_size=args.batch_size,
             progress=not args.quiet,
-            label=label,
             model=args.model,
         )
 

@@ -136,7 +136,7 @@ class _WholeClipSource(IterableDataset):
             yield "clip", index, (waveform, sr)
 
 
-def _window_times(bundle, n: int, duration: float) -> tuple[np.ndarray, np.ndarray]:
+def window_times(bundle, n: int, duration: float) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (seconds) of each of a clip's ``n`` embeddings."""
     w = getattr(bundle, "windowing", None)
     if hasattr(w, "hop_seconds"):  # VGGish: 0.96 s examples every hop
@@ -287,7 +287,7 @@ def embed_corpus(
         st = states[index]
         duration, padded = st.info
         emb = torch.cat(st.parts) if st.parts else torch.zeros((0, bundle.embedding_size))
-        starts, ends = _window_times(bundle, emb.shape[0], duration)
+        starts, ends = window_times(bundle, emb.shape[0], duration)
         result = FileResult(index, items[index], emb.numpy(), starts, ends, duration, padded)
         if fusion is not None:
             dim = fusion.dim
@@ -358,7 +358,7 @@ def embed_corpus(
                     )
                     continue
                 duration = waveform.shape[-1] / sr
-                starts, ends = _window_times(bundle, emb.shape[0], duration)
+                starts, ends = window_times(bundle, emb.shape[0], duration)
                 result = FileResult(index, items[index], emb, starts, ends, duration)
                 if clip_fusion_layers:
                     clip = bundle.fusion(waveform, sr, clip_fusion_layers)
@@ -378,4 +378,11 @@ def embed_corpus(
     return summary
 
 
-__all__ = ["FILE_ERRORS", "FileResult", "RunSummary", "embed_corpus", "embed_fixed_batches"]
+__all__ = [
+    "FILE_ERRORS",
+    "FileResult",
+    "RunSummary",
+    "embed_corpus",
+    "embed_fixed_batches",
+    "window_times",
+]

@@ -33,15 +33,6 @@ from audiorep.extract.writers import write_bytes_atomic, write_npz_atomic
 from audiorep.pipelines import EMBEDDING_KEY_FIELDS as KEY_FIELDS
 
 FORMATS = ("npz", "parquet", "tfrecord")
-EXAMPLE_SECONDS = 0.96
-
-
-def result_times(r: FileResult) -> tuple[np.ndarray, np.ndarray]:
-    """``(starts, ends)`` of a result's embeddings (VGGish examples last 0.96 s)."""
-    n = r.embeddings.shape[0]
-    starts = r.timestamps if r.timestamps is not None else np.arange(n) * EXAMPLE_SECONDS
-    ends = r.ends if r.ends is not None else starts + EXAMPLE_SECONDS
-    return starts, ends
 
 
 def _same_settings(stored: dict, current: dict) -> bool:
@@ -182,8 +173,8 @@ class ParquetOutput(_ShardedOutput):
             paths += [str(r.item.path)] * n
             rels += [r.item.rel] * n
             idx.append(np.arange(n, dtype=np.int32))
-            starts.append(result_times(r)[0])
-            ends.append(result_times(r)[1])
+            starts.append(r.timestamps)
+            ends.append(r.ends)
             embs.append(r.embeddings)
             q = self._quantized(r.embeddings)
             if q is not None:

@@ -455,12 +455,12 @@ def _set_times(result: FileResult, bundle) -> None:
         return
     n = result.embeddings.shape[0]
     try:
-        from audiorep.extract.engine import _window_times
+        from audiorep.extract.engine import window_times
     except ImportError:  # an engine without it: VGGish examples last 0.96 s, every hop
         starts = np.arange(n) * bundle.windowing.hop_seconds
         ends = starts + 0.96
     else:
-        starts, ends = _window_times(bundle, n, result.duration)
+        starts, ends = window_times(bundle, n, result.duration)
     result.timestamps, result.ends = starts, ends
 
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from audiorep.audio import AUDIO_EXTENSIONS
-from audiorep.extract.batching import iter_file_embeddings
+from audiorep.extract.engine import FileResult, embed_corpus
+from audiorep.extract.inputs import InputItem
 from audiorep.fad.cache import KEY_FIELDS, EmbeddingCache, file_sha256
 from audiorep.metrics import GaussianStats, load_stats
 
@@ -188,7 +187,6 @@ def _audio_folder(
     cache: EmbeddingCache | None,
     batch_size: int,
     progress: bool,
-    label: str,
 ) -> EmbeddingSet:
     clips: dict[str, np.ndarray] = {}
     failures: list[tuple[str, str]] = []
@@ -211,22 +209,20 @@ def _audio_folder(
         else:
             clips[_rel(f, root)] = cached
             hits += 1
-    start = time.perf_counter()
-    bar = tqdm(
-        total=len(todo), unit="file", desc=f"embedding {label}", disable=not progress or not todo
-    )
-    for result in iter_file_embeddings(bundle, todo, batch_size=batch_size):
-        bar.update(1)
+
+    def take(result: FileResult) -> None:
+        nonlocal seconds
         if result.error is not None:
-            failures.append((str(result.path), result.error))
-            continue
-        clips[_rel(result.path, root)] = result.embeddings
+            failures.append((str(result.item.path), result.error))
+            return
+        clips[result.item.rel] = result.embeddings
         seconds += result.duration
         if cache is not None:
-            cache.put(digests[result.path], result.embeddings)
-        rate = seconds / max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(audio_min=f"{seconds / 60:.1f}", x_realtime=f"{rate:.0f}")
-    bar.close()
+            cache.put(digests[result.item.path], result.embeddings)
+
+    # The corpus engine: model batches packed across files, long files streamed.
+    items = [InputItem(f, _rel(f, root)) for f in todo]
+    embed_corpus(bundle, items, take, batch_size=batch_size, progress=progress and bool(todo))
     clips = dict(sorted(clips.items()))
     return _from_clips(
         str(root),
@@ -246,7 +242,6 @@ def open_set(
     cache_factory: Callable[[object], EmbeddingCache | None] | None = None,
     batch_size: int = 64,
     progress: bool = True,
-    label: str = "",
     model: str | None = None,
 ) -> EmbeddingSet:
     """Read or compute one side of a comparison.
@@ -258,7 +253,6 @@ def open_set(
             folders (``None``: no caching).
         batch_size: examples per model batch.
         progress: show a progress bar while embedding.
-        label: name shown in the progress bar ("background", "eval").
         model: model key inside a fadtk statistics file.
 
     Raises:
@@ -274,7 +268,7 @@ def open_set(
                 raise SetError(f"{p}: audio folder, but no model to embed it with")
             bundle = bundle_factory()
             cache = cache_factory(bundle) if cache_factory is not None else None
-            return _audio_folder(p, audio, bundle, cache, batch_size, progress, label)
+            return _audio_folder(p, audio, bundle, cache, batch_size, progress)
         if emb:
             return _embedding_folder(p, emb)
         exts = ", ".join(sorted(AUDIO_EXTENSIONS | set(EMBEDDING_EXTENSIONS)))
