@@ -32,6 +32,7 @@ from audiorep.models.ast import (
     patch_grid,
     seeded_random_state_dict,
 )
+from numerics import assert_reordering_close, ast_reductions
 from test_weights import RangeHandler, TestServer
 
 EPS32 = 1.1920928955078125e-07  # std::numeric_limits<float>::epsilon()
@@ -279,7 +280,8 @@ def test_model_matches_explicit_reference():
         again = model(x)
         single = model(x[1:])
     torch.testing.assert_close(again, taps["embedding"], rtol=0, atol=0)  # deterministic
-    torch.testing.assert_close(single, again[1:], atol=1e-5, rtol=1e-5)  # batch-independent
+    # batch-independent up to summation order (no frontend here: drop the fbank's reductions)
+    assert_reordering_close(single, again[1:], ast_reductions(3, 32, 50)[2:])
 
 
 def test_audioset_configuration_shapes():

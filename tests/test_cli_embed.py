@@ -12,6 +12,7 @@ import torch
 from audiorep.cli import main
 from audiorep.frontends.vggish import waveform_to_examples
 from audiorep.pipelines import load
+from numerics import VGGISH_EMBEDDING, assert_reordering_close
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
 
@@ -43,7 +44,7 @@ def test_embed_folder_writes_npz_per_file(tmp_path, capsys):
     bundle = load("vggish", weights="random", seed=0)
     wave, sr = sf.read(tmp_path / "in" / "a.wav", dtype="float32")
     expected = bundle.embed_examples(waveform_to_examples(wave, sr))
-    np.testing.assert_allclose(a["embeddings"], expected.numpy(), atol=1e-4)
+    assert_reordering_close(a["embeddings"], expected.numpy(), VGGISH_EMBEDDING)
     printed = capsys.readouterr().out
     assert "files:      3 embedded of 3" in printed and "failures:   0" in printed
 
@@ -95,8 +96,9 @@ def test_fusion_features_through_embed(tmp_path):
     examples = waveform_to_examples(wave, sr).float()
     fusion = GeneralPurposeVGGish(bundle.model, [9, 14])
     with torch.no_grad():
-        np.testing.assert_allclose(d["fusion"], fusion(examples).numpy(), rtol=1e-5, atol=1e-4)
-        np.testing.assert_allclose(d["fusion_clip"], fusion.forward_clip(examples[None])[0].numpy(),
-                                   rtol=1e-5, atol=1e-4)  # fmt: skip
+        # fused taps come from layers up to the embedding: bounded by the whole network's sums
+        assert_reordering_close(d["fusion"], fusion(examples).numpy(), VGGISH_EMBEDDING)
+        clip = fusion.forward_clip(examples[None])[0].numpy()
+        assert_reordering_close(d["fusion_clip"], clip, VGGISH_EMBEDDING)
     assert main(["embed", str(wav), "-o", str(out), "--weights", "random", "-q",
                  "--fusion", "16"]) == 2  # fmt: skip

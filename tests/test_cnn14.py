@@ -26,6 +26,7 @@ from audiorep.frontends.panns import (
 )
 from audiorep.models.cnn14 import CNN14_TAPS, Cnn14, seeded_random_state_dict
 from conftest import FIXTURES
+from numerics import CNN14_EMBEDDING, assert_reordering_close
 from test_weights import RangeHandler, TestServer
 
 CNN14 = FIXTURES / "cnn14"
@@ -100,10 +101,10 @@ def test_logmel_parity(golden, method):
         assert out.shape == ref.shape == (2, 1, num_frames(waves.shape[1]), 64)
         diff = np.abs(out - ref)
         loud = ref > -40
-        if method == "conv":  # torchlibrosa's own arithmetic: bit-level agreement
-            assert diff.max() < 1e-3, diff.max()
-        else:  # rfft rounding differs only in near-silent bins
-            assert diff.max() < 0.5, diff.max()
+        # The fixture README's tolerances, for both methods: near-silent bins are power sums
+        # that cancel to ~eps of the frame energy, so their dB value depends on the SIMD kernel
+        # (0.04 dB with SSE4.1 kernels for the conv method, which agrees to 1e-5 dB on AVX2).
+        assert diff.max() < 0.5, diff.max()
         assert diff[loud].max() < 1e-3, diff[loud].max()
         assert out.min() >= -100.0  # amin = 1e-10 floor, no top_db
 
@@ -207,7 +208,7 @@ def test_taps_shapes_and_consistency():
     torch.testing.assert_close(taps["bn0"][:, 0], ref)
     # batch items are independent (eval mode)
     with torch.no_grad():
-        torch.testing.assert_close(model(x[1:]), emb[1:], atol=1e-4, rtol=1e-4)
+        assert_reordering_close(model(x[1:]), emb[1:], CNN14_EMBEDDING[2:])  # no frontend
 
 
 def test_input_checks_and_train_mode():

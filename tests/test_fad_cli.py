@@ -37,6 +37,7 @@ from audiorep.metrics import (
     per_clip_fd,
     save_fadtk_stats,
 )
+from numerics import VGGISH_EMBEDDING, assert_reordering_close
 
 
 def _tone_clip(rs: np.random.RandomState, sr: int, seconds: float, square: bool) -> np.ndarray:
@@ -125,7 +126,8 @@ def test_cross_file_batching_equals_file_by_file(sets, bundle):
         wav, sr = audiorep.audio.load(r.item.path)
         want = bundle.embed(wav, sr).numpy()
         assert r.embeddings.dtype == np.float32 and r.embeddings.shape == want.shape
-        np.testing.assert_allclose(r.embeddings, want, rtol=0, atol=2e-5)
+        # batched with other files: the model's sums may run in another order
+        assert_reordering_close(r.embeddings, want, VGGISH_EMBEDDING)
         assert r.duration == pytest.approx(wav.shape[-1] / sr)
     assert next(r for r in results if r.item.path.name == "short.wav").embeddings.shape == (0, 128)
 

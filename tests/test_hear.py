@@ -15,6 +15,7 @@ import torch
 from audiorep import hear
 from audiorep.frontends.vggish import GOOGLE_FAD_WINDOWING, Windowing
 from audiorep.pipelines import VGGishBundle, WeightsUnavailableError
+from numerics import VGGISH_EMBEDDING, VGGISH_LOGMEL, assert_reordering_close
 
 SR = 16000
 
@@ -126,7 +127,7 @@ def test_reference_hop_matches_bundle_without_padding(model_096):
     for i in range(2):
         ref = model_096.bundle.embed(audio[i], SR)
         assert ref.shape == (2, 128)
-        torch.testing.assert_close(emb[i, :2], ref, rtol=1e-5, atol=1e-4)
+        assert_reordering_close(emb[i, :2], ref, VGGISH_EMBEDDING)  # other batch sizes
 
 
 @pytest.mark.parametrize(("fixture", "seconds"), [("model", 1.1), ("model_025", 2.0)])
@@ -141,11 +142,14 @@ def test_full_windows_equal_bundle_embed(fixture, seconds, request):
     ref_examples = bundle.examples(audio[0], SR)
     n_full = ref_examples.shape[0]
     assert n_full >= 3 and emb.shape[1] >= lead + n_full + 1
-    # Front padding is a whole number of hops: the log-mel examples are bit-identical.
-    assert torch.equal(m.window_examples(audio)[0, lead : lead + n_full], ref_examples)
+    # Front padding is a whole number of hops: the same frames, but the FFT batch differs in
+    # length, so the float64 log-mels agree to FFT/mel summation rounding, not bit for bit.
+    windows = m.window_examples(audio)[0, lead : lead + n_full]
+    # log(mel + 0.01): a relative error of the mel energy is an absolute error of its log
+    assert_reordering_close(windows, ref_examples, VGGISH_LOGMEL, scale=1.0)
     ref = bundle.embed(audio[0], SR)
     # The model itself may round differently with another batch size (oneDNN).
-    torch.testing.assert_close(emb[0, lead : lead + n_full], ref, rtol=1e-5, atol=1e-4)
+    assert_reordering_close(emb[0, lead : lead + n_full], ref, VGGISH_EMBEDDING)
     # Windows reaching into the padding see zeros, so they differ.
     assert not torch.allclose(emb[0, lead - 1], ref[0], atol=1e-3)
     assert not torch.allclose(emb[0, lead + n_full], ref[-1], atol=1e-3)
@@ -159,12 +163,13 @@ def test_silence_and_short_inputs(model):
     assert torch.equal(ts[0], torch.tensor([37.5, 87.5, 137.5]))
     assert torch.isfinite(emb).all()
     # Silence: every window is all zeros, so every embedding is the same.
-    torch.testing.assert_close(emb[0], emb[0, :1].expand(3, 128), rtol=0, atol=1e-5)
+    # (the same input in another batch row: the same up to summation order)
+    assert_reordering_close(emb[0], emb[0, :1].expand(3, 128), VGGISH_EMBEDDING)
     assert not torch.allclose(emb[1], emb[0], atol=1e-3)
     for n in (0, 239, 600):  # shorter than a spectrogram frame, or than the first centre
         e, t = hear.get_timestamp_embeddings(torch.zeros(2, n), model)
         assert e.shape == (2, 1, 128) and torch.equal(t, torch.full((2, 1), 37.5))
-        torch.testing.assert_close(e[0, 0], emb[0, 0], rtol=0, atol=1e-5)
+        assert_reordering_close(e[0, 0], emb[0, 0], VGGISH_EMBEDDING)
     assert hear.get_scene_embeddings(torch.zeros(1, 0), model).shape == (1, 128)
     e, t = hear.get_timestamp_embeddings(torch.zeros(0, 2400), model)  # no sounds at all
     assert e.shape == (0, 3, 128) and t.shape == (0, 3)
@@ -178,13 +183,13 @@ def test_deterministic_scene_mean_and_batch_independent(model_025):
     assert torch.equal(ta[0], torch.tensor([237.5, 487.5, 737.5, 987.5]))
     scene = hear.get_scene_embeddings(audio, model_025)
     assert scene.shape == (2, 128) and scene.dtype == torch.float32
-    torch.testing.assert_close(scene, a.mean(dim=1), rtol=0, atol=1e-6)
+    assert_reordering_close(scene, a.mean(dim=1), (4,))  # a mean of 4 windows
     other = hear.HearVGGish(model_025.bundle, batch_size=3)  # 8 examples in 3 batches
     c, _ = hear.get_timestamp_embeddings(audio, other)
-    torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-4)
+    assert_reordering_close(c, a, VGGISH_EMBEDDING)
     # Each sound is embedded independently of the rest of the batch.
     d, _ = hear.get_timestamp_embeddings(audio[1:2], model_025)
-    torch.testing.assert_close(d[0], a[1], rtol=1e-5, atol=1e-4)
+    assert_reordering_close(d[0], a[1], VGGISH_EMBEDDING)
 
 
 def test_runner_style_inputs(model_096):
@@ -197,7 +202,7 @@ def test_runner_style_inputs(model_096):
     assert torch.equal(emb, ref)
     emb.add_(1.0)  # a plain tensor, not an inference tensor
     emb64, _ = hear.get_timestamp_embeddings(audio.double(), model_096)
-    torch.testing.assert_close(emb64, ref, rtol=0, atol=1e-4)
+    assert_reordering_close(emb64, ref, VGGISH_EMBEDDING)
 
 
 def test_invalid_inputs_and_options(model):

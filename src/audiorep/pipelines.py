@@ -172,7 +172,9 @@ class VGGishBundle:
             return self.model
         if self._fast_cpu_model is None:
             try:
-                self._fast_cpu_model = cpu_inference_module(self.model, self.low_memory)
+                self._fast_cpu_model = cpu_inference_module(
+                    self.model, self.low_memory, weights_key=self.weights_fingerprint()
+                )
             except Exception:  # no TorchScript/oneDNN in this torch build: eager is still exact
                 self._fast_cpu_model = self.model  # type: ignore[assignment]
         fast = self._fast_cpu_model

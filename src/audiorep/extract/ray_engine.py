@@ -275,6 +275,7 @@ def embed_files_ray(
     import audiorep
     from audiorep.extract.formats import make_output
     from audiorep.extract.runner import write_failures
+    from audiorep.extract.writers import claim_output_dir
     from audiorep.frontends.vggish import Windowing
 
     if batch_size < 1:
@@ -284,79 +285,79 @@ def embed_files_ray(
     if not isinstance(getattr(bundle, "windowing", None), Windowing):
         raise ValueError("--engine ray runs VGGish (examples of 96 x 64 log-mel frames) only")
     items = collect_inputs(inputs, extensions)
-    out = Path(out_dir)
-    writer = make_output(fmt, out, items, bundle, shard_size)
-    todo = writer.pending() if resume else list(range(len(items)))
-    summary = RunSummary(files=len(items))
-    hop = bundle.windowing.hop_seconds
-    if hasattr(summary, "windows"):  # as the local engine describes VGGish examples
-        summary.windows = f"0.96 s each, hop {hop:g} s"
-    if hasattr(summary, "hop_seconds"):
-        summary.hop_seconds = hop
-    summary.skipped = len(items) - len(todo)
-    start = time.perf_counter()
+    with claim_output_dir(out_dir) as out:
+        writer = make_output(fmt, out, items, bundle, shard_size)
+        todo = writer.pending() if resume else list(range(len(items)))
+        summary = RunSummary(files=len(items))
+        hop = bundle.windowing.hop_seconds
+        if hasattr(summary, "windows"):  # as the local engine describes VGGish examples
+            summary.windows = f"0.96 s each, hop {hop:g} s"
+        if hasattr(summary, "hop_seconds"):
+            summary.hop_seconds = hop
+        summary.skipped = len(items) - len(todo)
+        start = time.perf_counter()
 
-    started_here = False
-    if todo and not ray.is_initialized():
-        import logging
+        started_here = False
+        if todo and not ray.is_initialized():
+            import logging
 
-        init_kwargs: dict = {"logging_level": logging.INFO if progress else logging.WARNING}
-        if ray_address is None and not os.environ.get("RAY_ADDRESS"):
-            init_kwargs["include_dashboard"] = False
-        ray.init(address=ray_address, **init_kwargs)
-        started_here = True
+            init_kwargs: dict = {"logging_level": logging.INFO if progress else logging.WARNING}
+            if ray_address is None and not os.environ.get("RAY_ADDRESS"):
+                init_kwargs["include_dashboard"] = False
+            ray.init(address=ray_address, **init_kwargs)
+            started_here = True
 
-    bar = tqdm(
-        total=len(todo), unit="file", disable=not progress, dynamic_ncols=True, smoothing=0.05
-    )
-
-    def finish(result: FileResult) -> None:
-        if result.error is not None:
-            summary.failures.append((str(result.item.path), result.error))
-        else:
-            summary.written += 1
-            summary.audio_seconds += result.duration
-            summary.examples += int(result.embeddings.shape[0])
-        writer.add(result)
-        bar.update(1)
-        wall = max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(
-            audio_h=f"{summary.audio_seconds / 3600:.3f}",
-            audio_h_per_s=f"{summary.audio_seconds / 3600 / wall:.4f}",
-            failed=len(summary.failures),
+        bar = tqdm(
+            total=len(todo), unit="file", disable=not progress, dynamic_ncols=True, smoothing=0.05
         )
 
-    try:
-        if todo:
-            rows = _run_dataset(
-                ray,
-                [(i, str(items[i].path), str(items[i].path.absolute())) for i in todo],
-                load_kwargs=load_kwargs,
-                windowing=bundle.windowing,
-                frontend_dtype=bundle.frontend.dtype,
-                weights_sha256=bundle.weights_fingerprint(),
-                batch_size=batch_size,
-                chunk_seconds=chunk_seconds,
-                pad_short=pad_short,
-                num_gpus_per_actor=num_gpus_per_actor,
-                concurrency=concurrency,
-                cpus_per_actor=cpus_per_actor,
-                threads_per_actor=threads_per_actor,
-                low_memory=low_memory,
-                progress=progress,
+        def finish(result: FileResult) -> None:
+            if result.error is not None:
+                summary.failures.append((str(result.item.path), result.error))
+            else:
+                summary.written += 1
+                summary.audio_seconds += result.duration
+                summary.examples += int(result.embeddings.shape[0])
+            writer.add(result)
+            bar.update(1)
+            wall = max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix(
+                audio_h=f"{summary.audio_seconds / 3600:.3f}",
+                audio_h_per_s=f"{summary.audio_seconds / 3600 / wall:.4f}",
+                failed=len(summary.failures),
             )
-            for result in _regroup(rows, items, set(todo)):
-                _set_times(result, bundle)
-                finish(result)
-    finally:
-        bar.close()
-        if started_here:
-            ray.shutdown()
-    writer.close()
-    position = {str(it.path): i for i, it in enumerate(items)}
-    summary.failures.sort(key=lambda f: position.get(f[0], len(items)))
-    summary.wall_seconds = time.perf_counter() - start
-    write_failures(out, summary.failures)
+
+        try:
+            if todo:
+                rows = _run_dataset(
+                    ray,
+                    [(i, str(items[i].path), str(items[i].path.absolute())) for i in todo],
+                    load_kwargs=load_kwargs,
+                    windowing=bundle.windowing,
+                    frontend_dtype=bundle.frontend.dtype,
+                    weights_sha256=bundle.weights_fingerprint(),
+                    batch_size=batch_size,
+                    chunk_seconds=chunk_seconds,
+                    pad_short=pad_short,
+                    num_gpus_per_actor=num_gpus_per_actor,
+                    concurrency=concurrency,
+                    cpus_per_actor=cpus_per_actor,
+                    threads_per_actor=threads_per_actor,
+                    low_memory=low_memory,
+                    progress=progress,
+                )
+                for result in _regroup(rows, items, set(todo)):
+                    _set_times(result, bundle)
+                    finish(result)
+        finally:
+            bar.close()
+            if started_here:
+                ray.shutdown()
+        writer.close()
+        position = {str(it.path): i for i, it in enumerate(items)}
+        summary.failures.sort(key=lambda f: position.get(f[0], len(items)))
+        summary.wall_seconds = time.perf_counter() - start
+        write_failures(out, summary.failures)
     return summary
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from audiorep.extract.engine import RunSummary, embed_corpus
 from audiorep.extract.formats import make_output
 from audiorep.extract.inputs import collect_inputs
-from audiorep.extract.writers import write_bytes_atomic
+from audiorep.extract.writers import claim_output_dir, write_bytes_atomic
 from audiorep.features.fusion import GeneralPurposeVGGish
 
 FAILURES_FILE = "failures.tsv"
@@ -56,6 +56,9 @@ def embed_files(
     Returns:
         the run summary; failures are also written to ``<out>/failures.tsv`` (path, reason),
         which is removed when a run has none.
+
+    Raises:
+        audiorep.extract.writers.OutputBusyError: another run is writing to ``out_dir``.
     """
     if fusion_layers and fmt != "npz":
         raise ValueError("fusion features are written to npz outputs only (--format npz)")
@@ -67,23 +70,23 @@ def embed_files(
         fusion = (GeneralPurposeVGGish(bundle.model, fusion_layers) if is_vggish
                   else (bundle.fusion_module(fusion_layers) and list(fusion_layers)))  # fmt: skip
     items = collect_inputs(inputs, extensions)
-    out = Path(out_dir)
-    writer = make_output(fmt, out, items, bundle, shard_size)
-    todo = writer.pending() if resume else list(range(len(items)))
-    summary = embed_corpus(
-        bundle,
-        items,
-        writer.add,
-        indices=todo,
-        batch_size=batch_size,
-        workers=workers,
-        chunk_seconds=chunk_seconds,
-        pad_short=pad_short,
-        fusion=fusion,
-        progress=progress,
-    )
-    writer.close()
-    write_failures(out, summary.failures)
+    with claim_output_dir(out_dir) as out:
+        writer = make_output(fmt, out, items, bundle, shard_size)
+        todo = writer.pending() if resume else list(range(len(items)))
+        summary = embed_corpus(
+            bundle,
+            items,
+            writer.add,
+            indices=todo,
+            batch_size=batch_size,
+            workers=workers,
+            chunk_seconds=chunk_seconds,
+            pad_short=pad_short,
+            fusion=fusion,
+            progress=progress,
+        )
+        writer.close()
+        write_failures(out, summary.failures)
     return summary
 
 

@@ -13,6 +13,7 @@ TF's NHWC order, index ``(h * 4 + w) * 512 + c``; the model permutes before flat
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import torch
@@ -190,7 +191,29 @@ def _freeze(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
 
-def cpu_inference_module(model: VGGish, low_memory: bool = False) -> nn.Module:
+# torch.jit.optimize_for_inference keeps the prepacked oneDNN weights of every module it
+# optimises alive until the process exits: neither `del` nor gc frees them (measured with torch
+# 2.13: +270 MB per call). Optimising each distinct set of weights once per process, keyed by
+# their content, bounds that to the weights actually in use.
+_FROZEN_CACHE: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
+_FROZEN_CACHE_SIZE = 4
+
+
+def _frozen(module: nn.Module, example: torch.Tensor, key: tuple | None) -> torch.jit.ScriptModule:
+    if key is None:
+        return _freeze(module, example)
+    if key in _FROZEN_CACHE:
+        _FROZEN_CACHE.move_to_end(key)
+        return _FROZEN_CACHE[key]
+    frozen = _FROZEN_CACHE[key] = _freeze(module, example)
+    while len(_FROZEN_CACHE) > _FROZEN_CACHE_SIZE:
+        _FROZEN_CACHE.popitem(last=False)
+    return frozen
+
+
+def cpu_inference_module(
+    model: VGGish, low_memory: bool = False, weights_key: str | None = None
+) -> nn.Module:
     """A frozen TorchScript copy of ``model`` optimised for CPU inference (oneDNN layouts).
 
     Same arithmetic as the eager model up to float32 summation order (~1e-5 on embeddings);
@@ -198,8 +221,16 @@ def cpu_inference_module(model: VGGish, low_memory: bool = False) -> nn.Module:
     The frozen fully connected layers hold repacked copies of their weights (+290 MB);
     ``low_memory=True`` freezes only the conv stack and runs the eager fully connected layers
     (shared weights, ~10-15 % slower).
+
+    ``weights_key``: a digest of the model's weights (e.g. ``VGGishBundle.weights_fingerprint``).
+    With it, the frozen copy is shared by every model with the same weights in this process
+    (see ``_FROZEN_CACHE``); without it, each call freezes anew.
     """
-    example = torch.zeros(2, 1, NUM_FRAMES, NUM_BANDS, dtype=model.fc2.weight.dtype)
+    dtype = model.fc2.weight.dtype
+    example = torch.zeros(2, 1, NUM_FRAMES, NUM_BANDS, dtype=dtype)
     if low_memory:
-        return _FrozenConvEagerFC(_freeze(_ConvStack(model), example), model)
-    return _freeze(model, example)
+        key = None if weights_key is None else (weights_key, "conv", str(dtype))
+        return _FrozenConvEagerFC(_frozen(_ConvStack(model), example, key), model)
+    compat = model.torchvggish_compat
+    key = None if weights_key is None else (weights_key, "full", str(dtype), compat)
+    return _frozen(model, example, key)
