@@ -1,6 +1,6 @@
 """audiorep: the AudioSet family of audio models (VGGish first), exact and fast in PyTorch."""
 
-__version__ = "0.1.0"
+from audiorep._version import __version__
 
 __all__ = ["__version__", "load"]
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import torch
 
-from audiorep import __version__
+from audiorep._version import __version__
 
 
 def _add_embed(sub) -> None:
+    from audiorep.pipelines import BUNDLES
+
     p = sub.add_parser(
         "embed",
         help="audio files/folders/lists -> VGGish embeddings (npz, parquet or AudioSet tfrecord)",
@@ -51,10 +53,11 @@ def _add_embed(sub) -> None:
     )
     p.add_argument(
         "--model",
-        choices=["vggish", "cnn14", "ast"],
+        choices=list(BUNDLES),
         default="vggish",
-        help="backbone (default vggish). cnn14: one 2048-d embedding per clip; ast: one 768-d "
-        "embedding per 10.24 s window; the VGGish-only options do not apply to them",
+        help="model (default vggish): "
+        + "; ".join(f"{n}: {spec.summary}" for n, spec in BUNDLES.items())
+        + ". The VGGish-only options do not apply to the others",
     )
     p.add_argument(
         "--weights",

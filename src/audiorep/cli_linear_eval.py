@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODEL_CHOICES = ("vggish", "vggish-fusion", "cnn14", "cnn14-fusion", "ast", "ast-fusion")
+from audiorep.evaluation.features import MODEL_SPECS as MODEL_CHOICES
 
 
 def add_command(sub) -> None:

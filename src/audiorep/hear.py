@@ -64,7 +64,7 @@ from audiorep.frontends.vggish import (
 from audiorep.pipelines import RANDOM_WEIGHTS, VGGishBundle, load
 
 if TYPE_CHECKING:
-    from audiorep.backbones import ASTBundle, Cnn14Bundle
+    from audiorep.pipelines import ASTBundle, Cnn14Bundle
 
 #: Default hop between timestamps, in seconds (HEAR suggests <= 50 ms).
 DEFAULT_HOP_SECONDS = 0.05
@@ -278,10 +278,11 @@ _MS_PER_SAMPLE = 1000.0 / SAMPLE_RATE
 #: Samples per log-mel / fbank frame hop of both backbones (10 ms).
 _FRAME_HOP = 160
 #: CNN14: log-mel frames per conv_block6 frame (five 2x2 poolings); its smallest input
-#: (``audiorep.backbones.CNN14_MIN_SAMPLES``: 32 frames).
+#: (``audiorep.pipelines.backbones.CNN14_MIN_SAMPLES``: 32 frames).
 _CNN14_REDUCTION = 32
 _CNN14_MIN_SAMPLES = (_CNN14_REDUCTION - 1) * _FRAME_HOP  # 4960
-#: AST: one Kaldi frame (25 ms), its smallest input (``audiorep.backbones.AST_MIN_SAMPLES``).
+#: AST: one Kaldi frame (25 ms), its smallest input
+#: (``audiorep.pipelines.backbones.AST_MIN_SAMPLES``).
 _AST_FRAME = 400
 
 
@@ -368,7 +369,7 @@ class HearCnn14(_HearBackbone):
       ``(B, 2048, T // 32, 2)`` averaged over its 2 frequency bins (as PANNs does before its
       time pooling) -> one 2048-d frame per 32 log-mel frames (0.32 s). ``T = 1 + n // 160``
       log-mel frames for ``n`` samples (sounds under 4960 samples are zero-padded to 4960, as
-      :class:`~audiorep.backbones.Cnn14Bundle` does), so ``n_timestamps = T // 32 >= 1``.
+      :class:`~audiorep.pipelines.Cnn14Bundle` does), so ``n_timestamps = T // 32 >= 1``.
     * Timestamps: five floor-aligned 2x2 average poolings make frame ``k`` the pool of log-mel
       frames ``[32 k, 32 k + 32)``; torchlibrosa's STFT is centred (256 samples of reflect
       padding), so log-mel frame ``j`` is centred at sample ``160 j`` (``10 j`` ms). Frame
@@ -529,7 +530,7 @@ def load_model(
             instructions when there are none); a weights file or a registry name (VGGish:
             ``.safetensors``, ``vggish_model.ckpt``, ``.npz``, torchvggish ``.pth``, as for
             ``audiorep.load``; CNN14 / AST: a PANNs / AST checkpoint or converted
-            ``.safetensors``, as for ``audiorep.backbones.load_backbone``); ``"random"`` =
+            ``.safetensors``, as for ``audiorep.pipelines.load_backbone``); ``"random"`` =
             seeded random weights, **for testing only** (the embeddings mean nothing).
         model: ``"vggish"`` (:class:`HearVGGish`), ``"cnn14"`` (:class:`HearCnn14`) or
             ``"ast"`` (:class:`HearAST`).
@@ -568,7 +569,7 @@ def load_model(
         given = sorted(name for name, set_ in vggish_only.items() if set_)
         if given:
             raise TypeError(f"option(s) {', '.join(given)} only apply to model='vggish'")
-        from audiorep.backbones import load_backbone
+        from audiorep.pipelines import load_backbone
 
         bundle = load_backbone(key, weights=weights, device=device, seed=seed)
         wrapper = HearCnn14 if key == "cnn14" else HearAST

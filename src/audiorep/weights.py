@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from audiorep.convert.vggish import load_any, write_safetensors
+from audiorep.hashing import file_sha256
 
 PathLike = Union[str, "os.PathLike[str]"]
 StateDict = dict[str, torch.Tensor]
@@ -265,14 +266,7 @@ def converted_path(name: str) -> Path:
 
 # ----------------------------------------------------------------------------- hashing
 
-
-def sha256_file(path: PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = file_sha256  # the name this module has always exported
 
 
 def _digest_ok(digest: str, sha256: str | None, prefix: str | None) -> bool:

@@ -39,8 +39,8 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from audiorep.data.example import parse_sequence_example
+from audiorep.data.quantization import QUANTIZE_MAX, QUANTIZE_MIN
 from audiorep.data.tfrecord import SkippedRegion, TFRecordReader, index_tfrecords, read_record_at
-from audiorep.features.postprocess import QUANTIZE_MAX, QUANTIZE_MIN
 
 PathLike = Union[str, os.PathLike]
 

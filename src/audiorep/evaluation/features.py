@@ -1,7 +1,7 @@
 """Clip-level features for linear evaluation, and their on-disk cache.
 
 A *model spec* names the backbone and how one clip becomes one vector (EVAR's wrappers,
-``shared/specs/seed_systems.md`` section 2.4):
+summarised in docs/linear_eval.md):
 
 =================  =====================================================================  ======
 spec               clip feature                                                           D
@@ -43,22 +43,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiorep.backbones import prepare_waveform
 from audiorep.features.fusion import GeneralPurposeVGGish, pool_max_plus_mean
+from audiorep.pipelines import BUNDLES
+from audiorep.pipelines.backbones import prepare_waveform
 
-#: Model specs accepted by :func:`make_extractor` / ``audiorep linear-eval --model``.
-MODEL_SPECS = ("vggish", "vggish-fusion", "cnn14", "cnn14-fusion", "ast", "ast-fusion")
-#: The paper's fusion layers per backbone.
-DEFAULT_FUSION_LAYERS: dict[str, tuple[int, ...]] = {
-    "vggish": (9, 14),
-    "cnn14": (3, 6),
-    "ast": (4, 11),
-}
+#: Model specs accepted by :func:`make_extractor` / ``audiorep linear-eval --model``: every
+#: registered bundle, alone and with its fusion layers.
+MODEL_SPECS = tuple(s for name in BUNDLES for s in (name, f"{name}-fusion"))
+#: The paper's fusion layers per backbone (from the bundle registry).
+DEFAULT_FUSION_LAYERS: dict[str, tuple[int, ...]] = {n: s.fusion_layers for n, s in BUNDLES.items()}
 #: Bump when the way clip features are computed changes (invalidates old cache entries).
 FEATURE_VERSION = 1
 SAMPLE_RATE = 16000
 #: Shortest clip each backbone accepts, in samples at 16 kHz (shorter clips are zero-padded).
-MIN_SAMPLES = {"vggish": 15600, "cnn14": 4960, "ast": 400}
+MIN_SAMPLES = {name: spec.min_samples for name, spec in BUNDLES.items()}
 
 
 def parse_spec(spec: str) -> tuple[str, bool]:
@@ -188,7 +186,7 @@ def make_extractor(
 
         bundle = load("vggish", weights=weights, pca=False, device=device, seed=seed)
     else:
-        from audiorep.backbones import load_backbone
+        from audiorep.pipelines import load_backbone
 
         bundle = load_backbone(backbone, weights=weights, device=device, seed=seed)
     return ClipFeatureExtractor(spec, bundle, layers=layers, unit_seconds=unit_seconds)

@@ -1,7 +1,7 @@
 """EVAR-style linear evaluation of frozen clip-level features.
 
 Protocol (EVAR ``2pass_lineareval.py`` + ``TorchMLPClassifier2(hidden_layer_sizes=())``, as
-described in ``shared/specs/seed_systems.md`` section 2.5):
+summarised in docs/linear_eval.md):
 
 1. one feature vector per clip (:mod:`audiorep.evaluation.features`), extracted once and
    cached on disk;
@@ -478,7 +478,7 @@ def extract_features(
     """Clip features ``(n, D)`` float32, read from ``cache`` (a :class:`FeatureCache`) when
     present, else computed with ``extractor(waveform, sample_rate)`` and stored."""
     from audiorep.audio import load
-    from audiorep.fad.cache import file_sha256
+    from audiorep.hashing import file_sha256
 
     out = []
     step = max(1, len(clips) // 10)

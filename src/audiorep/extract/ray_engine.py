@@ -139,14 +139,14 @@ class _Embedder:
         import ray
         import torch
 
-        import audiorep
+        from audiorep.pipelines import load
 
         if threads:
             torch.set_num_threads(int(threads))
         kwargs = dict(load_kwargs)
         kwargs["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
         kwargs["pca"] = False  # the driver quantises, per file, as the local engine does
-        self.bundle = audiorep.load(**kwargs)
+        self.bundle = load(**kwargs)
         self.bundle.low_memory = low_memory
         self.batch_size = batch_size
         got = self.bundle.weights_fingerprint()
@@ -272,16 +272,16 @@ def embed_files_ray(
     ray = _require_ray()
     from tqdm import tqdm
 
-    import audiorep
     from audiorep.extract.formats import make_output
     from audiorep.extract.runner import write_failures
     from audiorep.extract.writers import claim_output_dir
     from audiorep.frontends.vggish import Windowing
+    from audiorep.pipelines import load
 
     if batch_size < 1:
         raise ValueError("batch size must be >= 1")
     if bundle is None:
-        bundle = audiorep.load(**{**load_kwargs, "device": "cpu"})
+        bundle = load(**{**load_kwargs, "device": "cpu"})
     if not isinstance(getattr(bundle, "windowing", None), Windowing):
         raise ValueError("--engine ray runs VGGish (examples of 96 x 64 log-mel frames) only")
     items = collect_inputs(inputs, extensions)

@@ -19,16 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from audiorep.extract.writers import write_bytes_atomic, write_npy_atomic
+from audiorep.hashing import file_sha256  # noqa: F401 - re-exported for fad.sources
 from audiorep.pipelines import EMBEDDING_KEY_FIELDS as KEY_FIELDS
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def settings_id(settings: Mapping[str, object]) -> str:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-QUANTIZE_MIN = -2.0
-QUANTIZE_MAX = 2.0
+from audiorep.data.quantization import QUANTIZE_MAX, QUANTIZE_MIN
+
 _LEVELS = 255.0
 
 

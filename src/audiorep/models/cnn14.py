@@ -42,7 +42,7 @@ NUM_CLASSES = 527
 BLOCK_CHANNELS = ((1, 64), (64, 128), (128, 256), (256, 512), (512, 1024), (1024, 2048))
 #: log-mel frames per output frame after the five 2x2 poolings (frames T -> T // 32)
 TIME_REDUCTION = 32
-#: seed of the fixtures' weights recipe (shared/recipes/cnn14_recipe.py, recipe v1)
+#: seed of the fixtures' weights recipe (recipe v1, tests/fixtures/cnn14/README.md)
 RECIPE_SEED = 20261122
 
 #: Tap names in execution order (see :class:`Cnn14`).
@@ -231,8 +231,8 @@ def seeded_random_state_dict(seed: int = RECIPE_SEED) -> dict[str, torch.Tensor]
     """Random CNN14 weights from ``numpy.random.RandomState(seed)`` ("recipe v1").
 
     With the default seed these are exactly the weights the CNN14 and fusion fixtures were
-    computed with (shared/recipes/cnn14_recipe.py): one ``standard_normal(shape)`` draw per
-    tensor in state-dict order (bn0, conv_block1..6 as conv1, conv2, bn1, bn2, then fc1,
+    computed with (recipe v1, tests/fixtures/cnn14/README.md): one ``standard_normal(shape)``
+    draw per tensor in state-dict order (bn0, conv_block1..6 as conv1, conv2, bn1, bn2, then fc1,
     fc_audioset); conv/linear weights ``x * sqrt(2 / fan_in)``; BN weight ``1 + 0.1 x``; BN
     and linear biases ``0.1 x``; ``running_mean = 0.1 x``; ``running_var = 1 + 0.1 |x|``;
     float32; ``num_batches_tracked = 0``. The legacy generator's stream is frozen, so the

@@ -1,11 +1,11 @@
-"""Ready-to-use model bundles: frontend + backbone + postprocess + weights.
+"""The VGGish bundle: resampler + log-mel frontend + VGGish + PCA postprocessor + weights.
 
-``audiorep.load("vggish")`` is the entry point; ``cli.py`` and user code assemble through here.
+``audiorep.load("vggish", ...)`` (:mod:`audiorep.pipelines.registry`) builds it with
+:func:`load_vggish`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +22,15 @@ from audiorep.frontends.vggish import (
     waveform_to_examples,
 )
 from audiorep.models.vggish import VGGish, cpu_inference_module, seeded_random_state_dict
-
-RANDOM_WEIGHTS = "random"
-#: The fields of ``VGGishBundle.settings()`` that change embeddings (descriptions and paths do
-#: not): caches are keyed on them and sets are comparable only when they agree.
-EMBEDDING_KEY_FIELDS = (
-    "model",
-    "weights_sha256",
-    "final_relu",
-    "frontend_dtype",
-    "precision",
-    "windowing",
-    "resampler",
+from audiorep.pipelines.base import (
+    PRECISIONS,
+    RANDOM_WEIGHTS,
+    RESAMPLER,
+    Bundle,
+    WeightsUnavailableError,
+    random_weights_description,
 )
-#: Model precisions: "float32" (reference-exact to ~1e-5); "bfloat16" (fast on AMX CPUs and
-#: GPUs) and "float16" (CUDA only) are approximate.
-PRECISIONS = ("float32", "bfloat16", "float16")
-
-
-class WeightsUnavailableError(RuntimeError):
-    """No pretrained weights could be found or fetched; the message says what to do."""
+from audiorep.pipelines.registry import BundleSpec, register
 
 
 @dataclass
@@ -59,7 +48,7 @@ class Embeddings:
     quantized: np.ndarray | None = None
 
 
-class VGGishBundle:
+class VGGishBundle(Bundle):
     """VGGish frontend + model (+ PCA postprocessor) with their weights.
 
     Attributes:
@@ -69,6 +58,7 @@ class VGGishBundle:
             ``"seeded random weights (seed=S)"``, which are meaningless as features).
     """
 
+    name = "vggish"
     sample_rate = 16000
     embedding_size = 128
 
@@ -87,12 +77,10 @@ class VGGishBundle:
         self.postprocessor = postprocessor
         self.windowing = windowing
         self.frontend = VGGishFrontend(frontend_dtype, windowing)
-        self.weights_description = weights_description
-        self.pretrained = pretrained
+        super().__init__(weights_description, pretrained)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
-        self._fingerprint: str | None = None
         #: CPU float32 inference without repacked fully connected weights (-290 MB, slower).
         self.low_memory = False
         self._fast_cpu_model: torch.jit.ScriptModule | None = None
@@ -208,21 +196,6 @@ class VGGishBundle:
             quantized=quantized,
         )
 
-    def weights_fingerprint(self) -> str:
-        """sha256 (hex) of the model's parameters: names, dtypes, shapes and bytes.
-
-        Identifies the weights whatever file format they came from; used to key caches.
-        """
-        if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.model.state_dict().items()):
-                t = tensor.detach().cpu().contiguous()
-                digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-                if t.numel():  # hash the tensor's memory in place, no copy
-                    digest.update(memoryview(t.view(torch.uint8).numpy()))
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
-
     def settings(self) -> dict[str, object]:
         """Everything that determines the embeddings (JSON-serialisable), for reports and caches."""
         return {
@@ -234,7 +207,7 @@ class VGGishBundle:
             "frontend_dtype": str(self.frontend.dtype).replace("torch.", ""),
             "precision": self.precision,
             "windowing": self.windowing.as_dict(),
-            "resampler": "resampy-0.4.3-kaiser_best",
+            "resampler": RESAMPLER,
         }
 
     def __repr__(self) -> str:
@@ -265,8 +238,7 @@ def _random_pca(seed: int) -> Postprocessor:
     return Postprocessor((q / 8.0).float().numpy(), np.zeros(128, dtype=np.float32))
 
 
-def load(
-    name: str = "vggish",
+def load_vggish(
     *,
     weights: str | os.PathLike | None = None,
     pca: str | os.PathLike | bool | None = None,
@@ -277,11 +249,9 @@ def load(
     precision: str = "float32",
     windowing: Windowing = VGGISH_WINDOWING,
 ) -> VGGishBundle:
-    """Build a ready-to-use bundle (VGGish; CNN14 and AST through :mod:`audiorep.backbones`).
+    """Build a VGGish bundle (``audiorep.load("vggish", ...)``).
 
     Args:
-        name: ``"vggish"``; or ``"cnn14"`` / ``"ast"``, which return the bundles of
-            :mod:`audiorep.backbones` (only ``weights``, ``device`` and ``seed`` apply).
         weights: ``None`` = the cached pretrained weights (see ``audiorep weights download``;
             never downloads by itself); a file path (``.safetensors`` from ``audiorep
             convert``, Google's ``vggish_model.ckpt``, a TF-named ``.npz`` or torchvggish's
@@ -302,24 +272,10 @@ def load(
     Raises:
         WeightsUnavailableError: no weights were found; the message lists the options.
     """
-    key = name.lower()
-    if key in ("cnn14", "ast"):
-        from audiorep.backbones import load_backbone
-
-        vggish_only = {"pca": pca not in (None, False), "torchvggish_compat": torchvggish_compat,
-                       "frontend_dtype": frontend_dtype != torch.float64,
-                       "precision": precision != "float32",
-                       "windowing": windowing != VGGISH_WINDOWING}  # fmt: skip
-        used = [k for k, v in vggish_only.items() if v]
-        if used:
-            raise ValueError(f"options {used} apply to VGGish only, not {name!r}")
-        return load_backbone(key, weights=weights, device=device, seed=seed)
-    if key != "vggish":
-        raise ValueError(f"unknown model {name!r}; available: vggish, cnn14, ast")
     pca_params = None
     if weights is not None and str(weights) == RANDOM_WEIGHTS:
         state = seeded_random_state_dict(seed)
-        description = f"seeded random weights (seed={seed}) - NOT pretrained, features meaningless"
+        description = random_weights_description(seed)
         pretrained = False
     else:
         from audiorep.weights import resolve_vggish_weights
@@ -360,4 +316,15 @@ def load(
     )  # fmt: skip
 
 
-__all__ = ["load", "VGGishBundle", "Embeddings", "WeightsUnavailableError"]
+register(
+    BundleSpec(
+        name="vggish",
+        loader=load_vggish,
+        summary="VGGish (Google, AudioSet): 128-d per 0.96 s example, TF-reference exact",
+        min_samples=15600,  # one 0.96 s example: 96 frames of 10 ms + the 25 ms window tail
+        fusion_layers=(9, 14),  # VGGish-Fusion#10#15 (conv4_2 block and fc1_2)
+        options=("pca", "frontend_dtype", "torchvggish_compat", "precision", "windowing"),
+    )
+)
+
+__all__ = ["Embeddings", "VGGishBundle", "load_vggish"]

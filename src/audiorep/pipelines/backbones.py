@@ -1,0 +1,526 @@
+"""CNN14 (PANNs) and AST bundles on the :class:`~audiorep.pipelines.base.Bundle` surface.
+
+``load_backbone("cnn14" | "ast", weights=...)`` returns a bundle holding a frontend, a frozen
+model and a description of its weights, with:
+
+* ``embed(waveform, sample_rate)`` -> float32 ``(N, D)``: one row per *analysis unit*;
+* ``embed_clip(waveform, sample_rate)`` -> ``(D,)``: one clip-level vector;
+* ``fusion(waveform, sample_rate)`` -> ``(D_fusion,)``: the paper's clip-level fusion feature
+  (CNN14-Fusion#3#6, 6144-d; AST-Fusion#5#12, 1536-d);
+* ``settings()`` (the keys of ``VGGishBundle.settings()``, so the embedding caches key on them
+  unchanged) and ``weights_fingerprint()``.
+
+Analysis units (``N``), see :attr:`Cnn14Bundle.windowing` / :attr:`ASTBundle.windowing`:
+
+* **CNN14**: PANNs runs the network over the whole clip (its global max + mean pooling over
+  time makes any length valid), so ``N = 1``. Clips shorter than 4960 samples at 16 kHz (the
+  network's 32-frame minimum, 0.31 s) are zero-padded to that length. Memory grows linearly
+  with the clip length (a 10 min clip needs a few GB); cut long recordings yourself.
+* **AST**: the AudioSet model takes exactly 1024 fbank frames (10.24 s). The clip's mean is
+  removed over the whole clip and its fbank computed once (``T = 1 + (n - 400) // 160``
+  frames); windows of 1024 frames start every ``hop_frames`` (default 1024: no overlap,
+  10.24 s) until every frame is covered, ``N = 1 + ceil(max(0, T - 1024) / hop)``; the last
+  (or only) window is zero-padded *before* normalisation, exactly as AST's dataloader pads a
+  short clip. A clip of at most 10.24 s therefore gives one window identical to AST's own
+  input. ``embed_clip``/``fusion`` average over the windows.
+
+Inputs: ``(samples,)`` or ``(channels, samples)`` float in [-1, 1] (or int16, scaled by
+1/32768), any sample rate; channels are averaged, the audio is resampled to 16 kHz with the
+resampy-exact ``kaiser_best`` resampler (:func:`audiorep.resample.resample`, in float64).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiorep.features.fusion import GeneralPurposeAST, GeneralPurposeCnn14
+from audiorep.frontends.kaldi_fbank import AST_TARGET_LENGTH, ASTFrontend
+from audiorep.frontends.panns import PannsLogmel
+from audiorep.hashing import state_dict_sha256 as state_fingerprint
+from audiorep.models.ast import AST
+from audiorep.models.cnn14 import TIME_REDUCTION, Cnn14
+from audiorep.pipelines.base import (
+    RANDOM_WEIGHTS,
+    RESAMPLER,
+    Bundle,
+    WeightsUnavailableError,
+    random_weights_description,
+)
+from audiorep.pipelines.registry import BundleSpec, register
+
+SAMPLE_RATE = 16000
+#: Smallest clip CNN14 accepts: 32 log-mel frames, ``T = 1 + n // 160`` -> 4960 samples.
+CNN14_MIN_SAMPLES = (TIME_REDUCTION - 1) * 160
+#: Kaldi framing needs one whole 25 ms frame.
+AST_MIN_SAMPLES = 400
+AST_FRAME_SHIFT = 160  # samples (10 ms)
+#: Registry entries tried, in order, for ``weights=None`` (cached files only, never downloaded).
+PRETRAINED_ENTRIES = {"cnn14": ("cnn14-16k",), "ast": ("ast-audioset", "ast-audioset-hf")}
+_CONVERTERS = {"cnn14": ("panns_cnn14",), "ast": ("ast", "ast_hf")}
+BACKBONES = ("cnn14", "ast")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """One clip -> mono float32 ``(n,)`` at 16 kHz (channels averaged, resampled if needed).
+
+    Args:
+        waveform: ``(samples,)`` or ``(channels, samples)``; float in [-1, 1] or int16.
+        sample_rate: its rate in Hz.
+
+    Raises:
+        ValueError: other shapes, or a 2-D array with more rows than columns (it looks like
+            ``(samples, channels)``; pass ``waveform.T``).
+    """
+    x = torch.as_tensor(waveform) if not isinstance(waveform, torch.Tensor) else waveform
+    if not torch.is_floating_point(x):
+        if x.dtype != torch.int16:
+            raise TypeError(f"expected a float or int16 waveform, got dtype {x.dtype}")
+        x = x.to(torch.float64) / 32768.0
+    if x.dim() == 2:
+        if x.shape[0] > x.shape[1]:
+            raise ValueError(
+                f"waveform of shape {tuple(x.shape)} looks like (samples, channels); audiorep "
+                "takes (channels, samples): pass waveform.T"
+            )
+        x = x.to(torch.float64).mean(dim=0)
+    elif x.dim() != 1:
+        raise ValueError(f"expected (samples,) or (channels, samples), got {tuple(x.shape)}")
+    if int(sample_rate) != SAMPLE_RATE:
+        from audiorep.resample import resample
+
+        # float64: resampy-exact; the result is cast to the models' float32 afterwards.
+        x = resample(x.to(torch.float64), int(sample_rate), SAMPLE_RATE)
+    return x.to(torch.float32)
+
+
+def _model_from_state(cls: type[nn.Module], state: dict[str, torch.Tensor], **kwargs) -> nn.Module:
+    """Build ``cls(**kwargs)`` holding ``state``'s tensors without a throw-away random init
+    (CNN14 has 81 M parameters, AST 87 M: initialising them first costs seconds)."""
+    try:
+        with torch.device("meta"):
+            model = cls(**kwargs)
+        model.load_state_dict(state, strict=True, assign=True)
+    except (TypeError, AttributeError, RuntimeError):  # torch < 2.1: no meta/assign
+        model = cls(**kwargs)
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def _mean_rows(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=0)
+
+
+class _BackboneBundle(Bundle):
+    """Shared plumbing of CNN14 and AST: device moves, settings."""
+
+    sample_rate = SAMPLE_RATE
+    precision = "float32"
+
+    frontend: nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device):
+        """Move model and frontend to ``device``; returns the bundle."""
+        self.model.to(device)
+        self.frontend.to(device)
+        return self
+
+    @property
+    def windowing(self) -> dict[str, object]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def frontend_dtype(self) -> torch.dtype:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, object]:
+        """Everything that determines the embeddings (JSON-serialisable): the keys of
+        ``VGGishBundle.settings()``, so caches keyed on them work unchanged."""
+        return {
+            "model": self.name,
+            "weights": self.weights_description,
+            "weights_sha256": self.weights_fingerprint(),
+            "pretrained": self.pretrained,
+            "final_relu": False,  # no VGGish-style embedding ReLU option on these models
+            "frontend_dtype": str(self.frontend_dtype).replace("torch.", ""),
+            "precision": self.precision,
+            "windowing": self.windowing,
+            "resampler": RESAMPLER,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weights={self.weights_description!r}, device={self.device})"
+
+
+# ----------------------------------------------------------------------------- CNN14
+
+
+class Cnn14Bundle(_BackboneBundle):
+    """PANNs CNN14 (16 kHz) frontend + model with their weights.
+
+    Attributes:
+        sample_rate: 16000.
+        embedding_size: 2048 (PANNs' ``embedding`` = ReLU(fc1)).
+        model: :class:`~audiorep.models.cnn14.Cnn14` in eval mode.
+        frontend: :class:`~audiorep.frontends.panns.PannsLogmel` (torchlibrosa's conv DFT).
+        weights_description: a path, registry name, or ``"seeded random weights (seed=S) ..."``.
+        pretrained: False for seeded random weights.
+
+    ``embed`` gives one row per clip (``N = 1``): PANNs runs the whole clip through the
+    network; clips under 4960 samples at 16 kHz are zero-padded to 4960.
+    """
+
+    name = "cnn14"
+    embedding_size = 2048
+    #: CNN14-Fusion#3#6 (6144-d), the paper's choice.
+    default_fusion_layers: tuple[int | str, ...] = (3, 6)
+
+    def __init__(
+        self,
+        model: Cnn14,
+        weights_description: str,
+        device: str | torch.device = "cpu",
+        pretrained: bool = True,
+    ) -> None:
+        super().__init__(weights_description, pretrained)
+        self.model = model.eval()
+        self.frontend = PannsLogmel()
+        self.to(device)
+
+    @property
+    def frontend_dtype(self) -> torch.dtype:
+        return self.frontend.dtype
+
+    @property
+    def windowing(self) -> dict[str, object]:
+        return {
+            "policy": "whole clip, one embedding per clip",
+            "min_samples": CNN14_MIN_SAMPLES,
+            "short_clips": "zero-padded to min_samples",
+            "frontend": f"panns-logmel-{self.frontend.method}",
+        }
+
+    def logmel(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One clip -> PANNs log-mel ``(1, 1, T, 64)`` in dB, ``T = 1 + n // 160``
+        (``n`` = samples at 16 kHz after padding to at least 4960)."""
+        x = prepare_waveform(waveform, sample_rate).to(self.device)
+        if x.shape[-1] < CNN14_MIN_SAMPLES:
+            x = nn.functional.pad(x, (0, CNN14_MIN_SAMPLES - x.shape[-1]))
+        return self.frontend(x[None])
+
+    @torch.inference_mode()
+    def embed(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One clip -> float32 ``(1, 2048)``: PANNs' ``embedding`` of the whole clip."""
+        return self.model(self.logmel(waveform, sample_rate)).float()
+
+    def embed_clip(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One clip -> ``(2048,)`` (the single row of :meth:`embed`)."""
+        return self.embed(waveform, sample_rate)[0]
+
+    def fusion_module(self, layers: Sequence[int | str] | None = None) -> GeneralPurposeCnn14:
+        """The CNN14-Fusion module on this model (default layers ``[3, 6]``)."""
+        return GeneralPurposeCnn14(self.model, layers or self.default_fusion_layers)
+
+    @torch.inference_mode()
+    def fusion(
+        self,
+        waveform: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        layers: Sequence[int | str] | None = None,
+    ) -> torch.Tensor:
+        """One clip -> CNN14-Fusion sample-level feature ``(D,)`` (6144 for ``[3, 6]``):
+        block outputs max-pooled along time to ``T // 32`` frames, then max_t + mean_t (EVAR's
+        ``AR_Cnn14_Fusion``)."""
+        return self.fusion_module(layers)(self.logmel(waveform, sample_rate))[0].float()
+
+
+# ----------------------------------------------------------------------------- AST
+
+
+class ASTBundle(_BackboneBundle):
+    """Audio Spectrogram Transformer (AudioSet, 10.24 s input) frontend + model + weights.
+
+    Attributes:
+        sample_rate: 16000.
+        embedding_size: 768 (``(cls + dist) / 2`` after the final LayerNorm).
+        model: :class:`~audiorep.models.ast.AST` (``input_tdim`` frames per window, 1024).
+        frontend: :class:`~audiorep.frontends.kaldi_fbank.ASTFrontend` padding/cutting to
+            ``model.input_tdim`` frames: ``model(frontend(x))`` is AST on a clip of at most
+            10.24 s.
+        hop_frames: frames between window starts (default: ``model.input_tdim``, no overlap).
+        batch_size: windows per model call.
+
+    ``embed`` gives one row per 10.24 s window (module docstring).
+    """
+
+    name = "ast"
+    embedding_size = 768
+    #: AST-Fusion#5#12 (1536-d), the paper's choice (0-based blocks).
+    default_fusion_layers: tuple[int | str, ...] = (4, 11)
+
+    def __init__(
+        self,
+        model: AST,
+        weights_description: str,
+        device: str | torch.device = "cpu",
+        pretrained: bool = True,
+        hop_frames: int | None = None,
+        batch_size: int = 4,
+    ) -> None:
+        super().__init__(weights_description, pretrained)
+        self.model = model.eval()
+        self.embedding_size = model.embedding_size
+        self.frontend = ASTFrontend(target_length=model.input_tdim)
+        self.window_frames = int(model.input_tdim)
+        self.hop_frames = int(hop_frames or self.window_frames)
+        if self.hop_frames < 1:
+            raise ValueError(f"hop_frames must be >= 1, got {hop_frames}")
+        self.batch_size = int(batch_size)
+        self.to(device)
+
+    @property
+    def frontend_dtype(self) -> torch.dtype:
+        return self.frontend.fbank.dtype
+
+    @property
+    def windowing(self) -> dict[str, object]:
+        shift = AST_FRAME_SHIFT / SAMPLE_RATE
+        return {
+            "policy": "fbank windows, one embedding per window",
+            "window_frames": self.window_frames,
+            "hop_frames": self.hop_frames,
+            "window_seconds": round(self.window_frames * shift, 6),
+            "hop_seconds": round(self.hop_frames * shift, 6),
+            "mean_removal": "whole clip",
+            "last_window": "zero-padded before normalisation (as AST pads short clips)",
+            "normalization": {"mean": self.frontend.mean, "std": self.frontend.std},
+        }
+
+    def num_windows(self, num_frames: int) -> int:
+        """Windows for a clip of ``num_frames`` fbank frames: ``1 + ceil(max(0, T - W) / hop)``."""
+        extra = max(0, int(num_frames) - self.window_frames)
+        return 1 + math.ceil(extra / self.hop_frames)
+
+    def window_starts(self, num_frames: int) -> np.ndarray:
+        """Start time in seconds of each window, float64 ``(N,)`` (``k * hop * 0.01``)."""
+        hop_s = self.hop_frames * AST_FRAME_SHIFT / SAMPLE_RATE
+        return np.arange(self.num_windows(num_frames), dtype=np.float64) * hop_s
+
+    def windows(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One clip -> normalised fbank windows ``(N, window_frames, 128)`` (module docstring).
+
+        Clips under 400 samples at 16 kHz (one Kaldi frame) are zero-padded to 400.
+        """
+        x = prepare_waveform(waveform, sample_rate).to(self.device)
+        x = x.to(self.frontend.fbank.dtype)
+        # AST subtracts the mean of the whole loaded clip; padding comes after it.
+        x = x - x.mean()
+        if x.shape[-1] < AST_MIN_SAMPLES:
+            x = nn.functional.pad(x, (0, AST_MIN_SAMPLES - x.shape[-1]))
+        feats = self.frontend.fbank(x[None])[0]  # (T, 128), un-normalised log mel
+        t = feats.shape[0]
+        n = self.num_windows(t)
+        total = (n - 1) * self.hop_frames + self.window_frames
+        feats = nn.functional.pad(feats, (0, 0, 0, total - t))  # zeros in the log domain, as AST
+        wins = feats.unfold(0, self.window_frames, self.hop_frames)  # (N, 128, W)
+        wins = wins.transpose(1, 2)
+        if self.frontend.normalize:
+            wins = (wins - self.frontend.mean) / (self.frontend.std * 2.0)
+        return wins.contiguous()
+
+    def _run(self, wins: torch.Tensor, fn) -> torch.Tensor:
+        outs = [fn(wins[i : i + self.batch_size]) for i in range(0, len(wins), self.batch_size)]
+        return torch.cat(outs).float()
+
+    @torch.inference_mode()
+    def embed(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One clip -> float32 ``(N, 768)``, one row per 10.24 s window."""
+        return self._run(self.windows(waveform, sample_rate), self.model)
+
+    def embed_clip(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One clip -> ``(768,)``: the mean of :meth:`embed` over windows (the single window's
+        embedding for clips up to 10.24 s)."""
+        return _mean_rows(self.embed(waveform, sample_rate))
+
+    def fusion_module(self, layers: Sequence[int | str] | None = None) -> GeneralPurposeAST:
+        """The AST-Fusion module on this model (default 0-based blocks ``[4, 11]``)."""
+        return GeneralPurposeAST(self.model, layers or self.default_fusion_layers)
+
+    @torch.inference_mode()
+    def fusion(
+        self,
+        waveform: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        layers: Sequence[int | str] | None = None,
+    ) -> torch.Tensor:
+        """One clip -> AST-Fusion feature ``(D,)`` (1536 for ``[4, 11]``): per window the
+        blocks' ``(cls + dist) / 2`` after the final LayerNorm, concatenated (EVAR's
+        ``AR_AST_Fusion``), then averaged over windows."""
+        module = self.fusion_module(layers)
+        return _mean_rows(self._run(self.windows(waveform, sample_rate), module))
+
+
+# ----------------------------------------------------------------------------- factory
+
+
+def _read_weights(name: str, path: Path) -> dict[str, torch.Tensor]:
+    if name == "cnn14":
+        from audiorep.convert.cnn14 import load_cnn14_weights
+
+        return load_cnn14_weights(path)
+    from audiorep.convert.ast import load_ast_weights
+
+    # The bundle runs the AudioSet model at its own 1024-frame input (10.24 s windows).
+    return load_ast_weights(path, input_tdim=AST_TARGET_LENGTH)
+
+
+def _missing_message(name: str) -> str:
+    from audiorep.weights import cache_dir, cached_path
+
+    entries = PRETRAINED_ENTRIES[name]
+    looked = ", ".join(str(cached_path(e)) for e in entries)
+    label = {"cnn14": "CNN14 (PANNs Cnn14_16k)", "ast": "AST (AudioSet)"}[name]
+    return (
+        f"no {label} weights in the cache {cache_dir()} (looked for {looked}). Download them "
+        f"with `audiorep weights download {entries[0]}`, or pass weights=PATH (--weights "
+        "PATH) to use a checkpoint file directly. Or use weights='random' (--weights random) "
+        "for seeded random weights."
+    )
+
+
+def resolve_backbone_weights(
+    name: str, weights: str | os.PathLike | None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """State dict and description for ``load_backbone(name, weights=...)`` (not ``"random"``).
+
+    * ``None`` / ``"auto"``: the cached registry file(s) of :data:`PRETRAINED_ENTRIES`
+      (never downloads);
+    * an existing path: a PANNs/AST checkpoint (``.pth``) or converted ``.safetensors``;
+    * a registry name of this backbone: fetched (downloaded if needed) then read.
+
+    Raises:
+        WeightsUnavailableError: nothing cached (``None``); the message says what to run.
+        FileNotFoundError: neither a file nor a registry name.
+        ValueError: a registry name of another model.
+    """
+    from audiorep.weights import REGISTRY, cached_path, fetch
+
+    if weights is None or (isinstance(weights, str) and weights.strip().lower() == "auto"):
+        for entry in PRETRAINED_ENTRIES[name]:
+            path = cached_path(entry)
+            if path.is_file():
+                return _read_weights(name, path), f"{entry}: {path}"
+        raise WeightsUnavailableError(_missing_message(name))
+    path = Path(weights)
+    if path.is_file():
+        return _read_weights(name, path), str(path)
+    key = os.fspath(weights)
+    if key in REGISTRY:
+        if REGISTRY[key].converter not in _CONVERTERS[name]:
+            ours = ", ".join(e for e, v in REGISTRY.items() if v.converter in _CONVERTERS[name])
+            raise ValueError(f"weights {key!r} are not {name} weights; use one of: {ours}")
+        fetched = fetch(key)
+        return _read_weights(name, fetched), f"{key}: {fetched}"
+    raise FileNotFoundError(
+        f"--weights {key}: no such file, and not a registry name for {name} "
+        f"({', '.join(PRETRAINED_ENTRIES[name])}), 'auto' or 'random'"
+    )
+
+
+def load_backbone(
+    name: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Cnn14Bundle | ASTBundle:
+    """Build a CNN14 or AST bundle.
+
+    Args:
+        name: ``"cnn14"`` (PANNs ``Cnn14_16k``) or ``"ast"`` (AST AudioSet, 10.24 s windows).
+        weights: ``None`` = the cached pretrained checkpoint (``audiorep weights download
+            cnn14-16k`` / ``ast-audioset``; never downloads by itself); a file path; a
+            registry name (downloaded into the cache unless ``AUDIOREP_OFFLINE=1``); or
+            ``"random"`` for the model's ``seeded_random_state_dict(seed)`` (labelled as such).
+        device: where the frontend and model run.
+        seed: seed for ``weights="random"``.
+
+    Raises:
+        ValueError: unknown name.
+        WeightsUnavailableError: ``weights=None`` and nothing cached; the message says what
+            to run.
+    """
+    key = name.lower().strip()
+    if key not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    random = weights is not None and os.fspath(weights) == RANDOM_WEIGHTS
+    if random:
+        if key == "cnn14":
+            from audiorep.models.cnn14 import seeded_random_state_dict as cnn14_random
+
+            state = cnn14_random(seed)
+        else:
+            from audiorep.models.ast import seeded_random_state_dict as ast_random
+
+            state = ast_random(seed)
+        description = random_weights_description(seed)
+    else:
+        state, description = resolve_backbone_weights(key, weights)
+    if key == "cnn14":
+        num_classes = int(state["fc_audioset.weight"].shape[0])
+        model = _model_from_state(Cnn14, state, num_classes=num_classes)
+        return Cnn14Bundle(model, description, device, pretrained=not random)
+    num_classes = int(state["head.weight"].shape[0])
+    model = _model_from_state(AST, state, num_classes=num_classes)
+    return ASTBundle(model, description, device, pretrained=not random)
+
+
+def _loader(name: str):
+    def load(*, weights=None, device="cpu", seed: int = 0) -> Cnn14Bundle | ASTBundle:
+        return load_backbone(name, weights=weights, device=device, seed=seed)
+
+    load.__doc__ = f"``audiorep.load({name!r}, ...)``: see :func:`load_backbone`."
+    return load
+
+
+register(
+    BundleSpec(
+        name="cnn14",
+        loader=_loader("cnn14"),
+        summary="PANNs CNN14 (16 kHz): 2048-d per clip",
+        min_samples=CNN14_MIN_SAMPLES,
+        fusion_layers=(3, 6),  # CNN14-Fusion#3#6
+    )
+)
+register(
+    BundleSpec(
+        name="ast",
+        loader=_loader("ast"),
+        summary="AST (AudioSet): 768-d per 10.24 s window",
+        min_samples=AST_MIN_SAMPLES,
+        fusion_layers=(4, 11),  # AST-Fusion#5#12 (0-based blocks 4 and 11)
+    )
+)
+
+__all__ = [
+    "ASTBundle",
+    "BACKBONES",
+    "Cnn14Bundle",
+    "load_backbone",
+    "prepare_waveform",
+    "resolve_backbone_weights",
+    "state_fingerprint",
+]
