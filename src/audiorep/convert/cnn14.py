@@ -75,7 +75,7 @@ def read_torch_checkpoint(path: PathLike) -> Any:
 
     A first attempt uses torch's default allow-list. If that refuses a NumPy global (training
     checkpoints often carry sampler state as arrays), it retries with only NumPy's array and
-    dtype constructors added (:func:`torch.serialization.safe_globals`, torch >= 2.5).
+    dtype constructors added (:func:`torch.serialization.safe_globals`).
 
     Raises:
         WeightsFormatError: the file is not a torch checkpoint, or holds other objects.
@@ -85,14 +85,13 @@ def read_torch_checkpoint(path: PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first:  # torch raises UnpicklingError/RuntimeError/...
         message = str(first)
-        safe_globals = getattr(torch.serialization, "safe_globals", None)
-        if "numpy" not in message or safe_globals is None:
+        if "numpy" not in message:
             raise WeightsFormatError(
                 f"{path}: torch.load(weights_only=True) refused or failed ({message[:300]}). "
                 "audiorep never unpickles arbitrary objects; save the state_dict() instead"
             ) from first
         try:
-            with safe_globals(_numpy_safe_globals()):
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as second:
             raise WeightsFormatError(

@@ -288,11 +288,8 @@ def adapt_position_embedding(
 
 
 def _shape_model(**kwargs: Any) -> AST:
-    """An AST whose tensors are only shapes (meta device, torch >= 2.0): no random init cost."""
-    try:
-        with torch.device("meta"):
-            return AST(**kwargs)
-    except (AttributeError, TypeError, RuntimeError):  # pragma: no cover - torch < 2.0
+    """An AST whose tensors are only shapes (meta device): no random init cost."""
+    with torch.device("meta"):
         return AST(**kwargs)
 
 

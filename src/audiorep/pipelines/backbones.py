@@ -51,6 +51,7 @@ from audiorep.pipelines.base import (
     RESAMPLER,
     Bundle,
     WeightsUnavailableError,
+    model_from_state,
     random_weights_description,
 )
 from audiorep.pipelines.registry import BundleSpec, register
@@ -101,19 +102,6 @@ def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> t
         # float64: resampy-exact; the result is cast to the models' float32 afterwards.
         x = resample(x.to(torch.float64), int(sample_rate), SAMPLE_RATE)
     return x.to(torch.float32)
-
-
-def _model_from_state(cls: type[nn.Module], state: dict[str, torch.Tensor], **kwargs) -> nn.Module:
-    """Build ``cls(**kwargs)`` holding ``state``'s tensors without a throw-away random init
-    (CNN14 has 81 M parameters, AST 87 M: initialising them first costs seconds)."""
-    try:
-        with torch.device("meta"):
-            model = cls(**kwargs)
-        model.load_state_dict(state, strict=True, assign=True)
-    except (TypeError, AttributeError, RuntimeError):  # torch < 2.1: no meta/assign
-        model = cls(**kwargs)
-        model.load_state_dict(state, strict=True)
-    return model
 
 
 def _mean_rows(x: torch.Tensor) -> torch.Tensor:
@@ -481,10 +469,10 @@ def load_backbone(
         state, description = resolve_backbone_weights(key, weights)
     if key == "cnn14":
         num_classes = int(state["fc_audioset.weight"].shape[0])
-        model = _model_from_state(Cnn14, state, num_classes=num_classes)
+        model = model_from_state(Cnn14, state, num_classes=num_classes)
         return Cnn14Bundle(model, description, device, pretrained=not random)
     num_classes = int(state["head.weight"].shape[0])
-    model = _model_from_state(AST, state, num_classes=num_classes)
+    model = model_from_state(AST, state, num_classes=num_classes)
     return ASTBundle(model, description, device, pretrained=not random)
 
 

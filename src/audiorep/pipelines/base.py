@@ -35,6 +35,15 @@ class WeightsUnavailableError(RuntimeError):
     """No pretrained weights could be found or fetched; the message says what to do."""
 
 
+def model_from_state(cls: type[nn.Module], state: dict[str, torch.Tensor], **kwargs) -> nn.Module:
+    """``cls(**kwargs)`` holding ``state``'s tensors (strict), built on the meta device so the
+    throw-away random initialisation of tens of millions of parameters is never paid."""
+    with torch.device("meta"):
+        model = cls(**kwargs)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
 def random_weights_description(seed: int) -> str:
     """How seeded random weights are labelled everywhere (reports, settings, logs)."""
     return f"seeded random weights (seed={seed}) - NOT pretrained, features meaningless"
@@ -86,5 +95,6 @@ __all__ = [
     "RANDOM_WEIGHTS",
     "RESAMPLER",
     "WeightsUnavailableError",
+    "model_from_state",
     "random_weights_description",
 ]

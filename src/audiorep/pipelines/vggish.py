@@ -28,6 +28,7 @@ from audiorep.pipelines.base import (
     RESAMPLER,
     Bundle,
     WeightsUnavailableError,
+    model_from_state,
     random_weights_description,
 )
 from audiorep.pipelines.registry import BundleSpec, register
@@ -218,19 +219,6 @@ class VGGishBundle(Bundle):
         )
 
 
-def _model_from_state(state: dict[str, torch.Tensor], torchvggish_compat: bool) -> VGGish:
-    """A VGGish holding ``state``'s tensors, without first allocating (and initialising) a
-    second, throw-away set of 72 M parameters (290 MB)."""
-    try:
-        with torch.device("meta"):
-            model = VGGish(torchvggish_compat=torchvggish_compat)
-        model.load_state_dict(state, strict=True, assign=True)
-    except (TypeError, AttributeError, RuntimeError):  # torch < 2.1: no meta/assign
-        model = VGGish(torchvggish_compat=torchvggish_compat)
-        model.load_state_dict(state, strict=True)
-    return model
-
-
 def _random_pca(seed: int) -> Postprocessor:
     gen = torch.Generator().manual_seed(int(seed) + 1)
     q, _ = torch.linalg.qr(torch.randn(128, 128, generator=gen, dtype=torch.float64))
@@ -287,7 +275,7 @@ def load_vggish(
                 "weights."
             )
         pretrained = True
-    model = _model_from_state(state, torchvggish_compat)
+    model = model_from_state(VGGish, state, torchvggish_compat=torchvggish_compat)
 
     rounding = "round" if torchvggish_compat else "truncate"
     postprocessor = None
