@@ -41,9 +41,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiorep.cli_classifier import PackedAudioSet, seed_everything
+from audiorep.data.packed import PackedAudioSet
 from audiorep.heads import build_head
-from audiorep.heads.training import TrainConfig, evaluate_classifier, train_classifier
+from audiorep.heads.training import (
+    TrainConfig,
+    evaluate_classifier,
+    seed_everything,
+    train_classifier,
+)
 from audiorep.metrics.classification import (
     audioset_metrics,
     global_average_precision,

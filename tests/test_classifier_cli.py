@@ -22,15 +22,11 @@ import torch
 from safetensors.torch import load_file
 
 from audiorep.cli import main
-from audiorep.cli_classifier import (
-    RANDOM_WEIGHTS_WARNING,
-    PackedAudioSet,
-    classify_quantized,
-    load_classifier,
-    top_classes,
-)
+from audiorep.cli.classifier import RANDOM_WEIGHTS_WARNING
 from audiorep.data import AudioSetDataset, collate_audioset
+from audiorep.data.packed import PackedAudioSet
 from audiorep.features.postprocess import dequantize
+from audiorep.heads.tagging import classify_quantized, load_classifier, top_classes
 from audiorep.heads.training import evaluate_classifier
 
 FIX = Path(__file__).parent / "fixtures" / "yt8m" / "audioset"

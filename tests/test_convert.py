@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import recipes
-from audiorep import cli_weights
+from audiorep.cli import weights as cli_weights
 from audiorep.convert import vggish as cv
 from audiorep.convert.vggish import WeightsFormatError
 from audiorep.models.vggish import VGGish
@@ -78,7 +78,7 @@ def assert_state_dicts_equal(got: dict[str, torch.Tensor], want: dict[str, torch
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="audiorep")
     sub = parser.add_subparsers(dest="command")
-    cli_weights.add_commands(sub)
+    cli_weights.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -413,7 +413,7 @@ def test_cli_convert(tmp_path, capsys):
     garbage.write_bytes(b"garbage!")
     assert run_cli(["convert", str(garbage), "-o", str(tmp_path / "g.safetensors")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error:")
+    assert err.startswith("audiorep convert:")
     assert str(garbage) in err
     assert not (tmp_path / "g.safetensors").exists()
     assert run_cli(["convert", str(dst), "-o", str(dst)]) == 2

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiorep.cli_linear_eval import add_command, format_table
+from audiorep.cli.linear_eval import format_table
+from audiorep.cli.linear_eval import register as add_command
 from audiorep.evaluation.features import (
     ClipFeatureExtractor,
     FeatureCache,

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import recipes
-from audiorep import cli_weights, weights
+from audiorep import weights
+from audiorep.cli import weights as cli_weights
 from audiorep.convert import vggish as cv
 
 pytestmark = pytest.mark.network  # serves files on 127.0.0.1 only
@@ -178,7 +179,7 @@ def add_entry(monkeypatch, name: str, urls: tuple[str, ...], **kw: Any) -> weigh
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="audiorep")
     sub = parser.add_subparsers(dest="command")
-    cli_weights.add_commands(sub)
+    cli_weights.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiorep.data.quantization import QUANTIZE_MAX, QUANTIZE_MIN
+from audiorep.data.quantization import QUANTIZE_MAX, QUANTIZE_MIN, dequantize  # noqa: F401
 
 _LEVELS = 255.0
 
@@ -67,22 +67,3 @@ class Postprocessor(nn.Module):
         scaled = (clipped - QUANTIZE_MIN) * (_LEVELS / (QUANTIZE_MAX - QUANTIZE_MIN))
         scaled = torch.round(scaled) if self.rounding == "round" else torch.floor(scaled)
         return scaled.to(torch.uint8)
-
-
-def dequantize(
-    quantized: torch.Tensor | np.ndarray,
-    max_quantized_value: float = QUANTIZE_MAX,
-    min_quantized_value: float = QUANTIZE_MIN,
-) -> torch.Tensor:
-    """YouTube-8M's inverse of the quantiser: uint8 ``(..., 128)`` -> float32.
-
-    ``q * (range / 255) + range / 512 + min`` with ``range = max - min``: each byte maps to
-    (roughly) the centre of its quantisation bin, as the YouTube-8M readers do.
-    """
-    q = torch.as_tensor(
-        np.asarray(quantized) if not isinstance(quantized, torch.Tensor) else quantized
-    )
-    value_range = max_quantized_value - min_quantized_value
-    scalar = value_range / 255.0
-    bias = value_range / 512.0 + min_quantized_value
-    return q.to(torch.float32) * scalar + bias

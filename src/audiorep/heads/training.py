@@ -762,3 +762,10 @@ def evaluate_classifier(
             )
         log(line)
     return res
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy's global RNG and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global state the trainer checkpoints
+    random.seed(seed)

@@ -1,6 +1,6 @@
 """``audiorep weights {list,download,verify}`` and ``audiorep convert`` subcommands.
 
-The main CLI calls :func:`add_commands` on its ``add_subparsers(dest="command")`` object;
+The main CLI calls :func:`register` on its ``add_subparsers(dest="command")`` object;
 each leaf parser stores its handler as ``func(args) -> int`` (the exit status).
 """
 
@@ -15,15 +15,15 @@ from typing import Any
 from safetensors import safe_open
 
 from audiorep import weights
+from audiorep.cli.common import fail
 from audiorep.convert.vggish import WeightsFormatError, convert
 
 # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
 _USER_ERRORS = (weights.WeightsError, WeightsFormatError, OSError, ImportError, KeyError)
 
 
-def _error(message: Any) -> None:
-    text = message.args[0] if isinstance(message, KeyError) and message.args else message
-    print(f"error: {text}", file=sys.stderr)
+def _error(message: Any, command: str = "weights") -> None:
+    fail(command, message)
 
 
 def _size(n: int | None) -> str:
@@ -125,20 +125,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert any VGGish weights / PCA file to an audiorep ``.safetensors``."""
     src, dst = Path(args.src), Path(args.output)
     if dst.resolve() == src.resolve():
-        _error("the output would overwrite the input; choose another -o")
+        _error("the output would overwrite the input; choose another -o", "convert")
         return 2
     try:
         convert(src, dst)
         with safe_open(str(dst), framework="pt") as f:  # header only: cheap
             contains = (f.metadata() or {}).get("contains", "")
     except _USER_ERRORS as e:
-        _error(e)
+        _error(e, "convert")
         return 1
     print(f"wrote {dst} ({contains.replace(',', ' + ')}) from {src}")
     return 0
 
 
-def add_commands(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add ``weights`` (with ``list``/``download``/``verify``) and ``convert`` subcommands.
 
     Args:

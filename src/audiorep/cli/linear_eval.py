@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from audiorep.cli.common import add_device_option, add_seed_option, fail
 from audiorep.evaluation.features import MODEL_SPECS as MODEL_CHOICES
 
 
-def add_command(sub) -> None:
+def register(sub) -> None:
     """Register ``linear-eval`` on an ``argparse`` sub-parser collection."""
     p = sub.add_parser(
         "linear-eval",
@@ -37,7 +38,7 @@ def add_command(sub) -> None:
         help="weights: a file, a registry name, or 'random' (seeded, NOT pretrained). "
         "Default: the cached pretrained weights.",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default 0)")
+    add_seed_option(p)
     p.add_argument(
         "--layers",
         default=None,
@@ -50,7 +51,7 @@ def add_command(sub) -> None:
         default=None,
         help="crop (from the start) / zero-pad every clip to this length (default: whole clip)",
     )
-    p.add_argument("--device", default="cpu", help="torch device for feature extraction")
+    add_device_option(p)
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -129,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
             log=log,
         )
     except (WeightsUnavailableError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail("linear-eval", e)
     if args.json:  # before printing: a closed stdout must not lose the results
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,4 +147,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_command", "format_table", "run"]
+__all__ = ["format_table", "register", "run"]

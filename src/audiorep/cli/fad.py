@@ -11,8 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from audiorep.cli.common import add_device_option, add_seed_option
+from audiorep.cli.common import fail as _fail
 
-def add_command(sub) -> None:
+
+def register(sub) -> None:
     from audiorep.fad.presets import PRESETS
 
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
@@ -46,8 +49,8 @@ def add_command(sub) -> None:
         default=None,
         help="VGGish weights (file, registry name or 'random'); default: cached",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for --weights random")
-    p.add_argument("--device", default="cpu", help="torch device for embedding")
+    add_seed_option(p)
+    add_device_option(p)
     p.add_argument("--batch-size", type=int, default=64, help="examples per model batch")
     p.add_argument(
         "--precision",
@@ -124,9 +127,8 @@ def run(args: argparse.Namespace) -> int:
     from audiorep.pipelines import WeightsUnavailableError, load
     from audiorep.weights import WeightsError
 
-    def fail(message: str) -> int:
-        print(f"audiorep fad: {message}", file=sys.stderr)
-        return 2
+    def fail(message: object) -> int:
+        return _fail("fad", message)
 
     def log(message: str) -> None:
         if not args.quiet:
@@ -226,4 +228,4 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-__all__ = ["add_command", "run"]
+__all__ = ["register", "run"]

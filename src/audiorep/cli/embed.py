@@ -1,18 +1,18 @@
-"""The ``audiorep`` command line: ``embed``, ``fad``, ``weights``, ``convert``."""
+"""``audiorep embed INPUT... -o OUT``: embeddings of audio files with any registered model."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from audiorep._version import __version__
+from audiorep.cli.common import add_device_option, add_seed_option
+from audiorep.cli.common import fail as _fail
 
 
-def _add_embed(sub) -> None:
+def register(sub) -> None:
     from audiorep.pipelines import BUNDLES
 
     p = sub.add_parser(
@@ -67,7 +67,7 @@ def _add_embed(sub) -> None:
     )
     p.add_argument("--pca", default=None, help="PCA parameters file (default: with the weights)")
     p.add_argument("--no-pca", action="store_true", help="do not write 'quantized'")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    add_device_option(p)
     p.add_argument("--batch-size", type=int, default=64, help="examples per model batch")
     p.add_argument(
         "--workers",
@@ -130,24 +130,23 @@ def _add_embed(sub) -> None:
         help="skip inputs whose outputs are complete (same settings)",
     )
     p.add_argument("--skip-existing", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=0, help="seed for --weights random")
+    add_seed_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     from audiorep.extract.ray_engine import add_ray_arguments
 
     add_ray_arguments(p)
-    p.set_defaults(func=_cmd_embed)
+    p.set_defaults(func=run)
 
 
-def _cmd_embed(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from audiorep.extract.runner import FAILURES_FILE, embed_files
     from audiorep.features.fusion import GeneralPurposeVGGish, parse_layers
     from audiorep.frontends.vggish import VGGISH_WINDOWING, Windowing
     from audiorep.pipelines import WeightsUnavailableError, load
     from audiorep.weights import WeightsError
 
-    def fail(message: str) -> int:
-        print(f"audiorep embed: {message}", file=sys.stderr)
-        return 2
+    def fail(message: object) -> int:
+        return _fail("embed", message)
 
     try:
         windowing = Windowing.from_hop_seconds(args.hop) if args.hop else VGGISH_WINDOWING
@@ -213,37 +212,3 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if summary.failures:
         print(f"failures listed in {Path(args.out) / FAILURES_FILE}")
     return 1 if summary.failures else 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="audiorep", description="Exact, fast AudioSet-family audio models in PyTorch."
-    )
-    parser.add_argument("--version", action="version", version=f"audiorep {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_embed(sub)
-    from audiorep.cli_fad import add_command as add_fad
-    from audiorep.cli_weights import add_commands
-
-    add_fad(sub)
-    from audiorep.cli_linear_eval import add_command as add_linear_eval
-
-    add_linear_eval(sub)
-    from audiorep.cli_classifier import add_commands as add_classifier_commands
-
-    add_classifier_commands(sub)
-    add_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The ``audiorep`` command line: one module per command group, one convention.
+
+Each module below has ``register(subparsers)`` (adds its parsers, each with ``func`` set to a
+``run(args) -> int`` handler) and keeps no library code; shared options, exit statuses and the
+error printer are in :mod:`audiorep.cli.common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from audiorep._version import __version__
+
+#: Command modules, in ``--help`` order.
+COMMAND_MODULES = ("embed", "fad", "linear_eval", "classifier", "weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiorep", description="Exact, fast AudioSet-family audio models in PyTorch."
+    )
+    parser.add_argument("--version", action="version", version=f"audiorep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"audiorep.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
