@@ -34,8 +34,7 @@ from typing import Any, Union
 import torch
 
 from audiorep.convert._checks import check_state_shapes
-from audiorep.convert.cnn14 import read_state_dict, write_state_dict
-from audiorep.convert.vggish import WeightsFormatError
+from audiorep.convert.readers import WeightsFormatError, read_state_dict, write_state_dict
 from audiorep.models.ast import INPUT_TDIM, _shape_model, adapt_position_embedding, patch_grid
 
 PathLike = Union[str, "os.PathLike[str]"]

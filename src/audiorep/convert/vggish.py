@@ -29,6 +29,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from audiorep.convert.readers import WeightsFormatError, read_safetensors
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: ``format`` value written to the safetensors metadata.
@@ -88,10 +90,6 @@ del _name, _scope, _shape
 # Optimizer slots and counters a training checkpoint may carry next to the 18 variables.
 _TRAINING_SLOTS = {"Adam", "Adam_1", "Momentum", "RMSProp", "RMSProp_1", "ExponentialMovingAverage"}
 _TRAINING_VARS = {"global_step", "beta1_power", "beta2_power"}
-
-
-class WeightsFormatError(ValueError):
-    """A weights file could not be read or does not hold what was expected (names the file)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -373,13 +371,6 @@ def _sniff(path: Path) -> str:
     )
 
 
-def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {key: f.get_tensor(key) for key in f.keys()}
-
-
 def _read_npz(path: Path) -> dict[str, Any]:
     # allow_pickle=False: object arrays are refused instead of unpickled.
     with np.load(path, allow_pickle=False) as z:
@@ -500,7 +491,7 @@ def load_any(
     else:
         raise FileNotFoundError(f"weights file not found: {path}")
     readers = {
-        "safetensors": _read_safetensors,
+        "safetensors": read_safetensors,
         "npz": _read_npz,
         "torch": _read_torch,
         "tf": read_tf_checkpoint,
