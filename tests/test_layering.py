@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("convert",),
     ("weights",),
+    ("training",),
     ("features", "losses", "metrics"),
     ("heads",),
     ("pipelines",),

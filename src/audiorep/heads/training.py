@@ -16,30 +16,23 @@ learning rate 0.01 decayed by 0.95 every 4,000,000 examples (staircase), every g
 clipped to L2 norm <= 1 on its own (:func:`clip_gradient_norms`), total loss = label loss +
 1.0 x the model's L2 penalty; the logged "Loss" is the label loss.
 
-Checkpoints (one folder per save, ``ckpt-<step:08d>/``): ``model.safetensors`` (state dict),
-``optimizer.safetensors`` (optimizer tensors keyed ``<param name>::<key>``) and ``state.json``
-(model name and config, train config, step, examples seen, epoch position, optimizer
-hyper-parameters and the RNG states - torch, CUDA, numpy, Python). No pickle anywhere.
+Checkpoints, RNG state, the schedule and gradient clipping are the shared training plumbing
+(:mod:`audiorep.training`; re-exported here): ``state.json`` also holds the train config, the
+examples seen, the epoch position and the RNG states.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import logging
 import math
-import random
-import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from audiorep.metrics.classification import (
@@ -48,6 +41,14 @@ from audiorep.metrics.classification import (
     hit_at_one,
     precision_at_equal_recall_rate,
 )
+from audiorep.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from audiorep.training.optim import clip_gradient_norms, learning_rate_at
+from audiorep.training.rng import rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "LABEL_LOSSES",
@@ -69,14 +70,13 @@ __all__ = [
     "set_rng_state",
     "softmax_loss",
     "train_classifier",
+    "seed_everything",
     "train_step",
 ]
 
 logger = logging.getLogger("audiorep.heads")
 
 LogFn = Callable[[str], None]
-_CKPT_RE = re.compile(r"^ckpt-(\d{8,})$")
-_FORMAT = "audiorep.heads.checkpoint"
 
 # ------------------------------------------------------------------------------------------
 # losses
@@ -211,36 +211,6 @@ class TrainConfig:
         return cls(**data)
 
 
-def learning_rate_at(
-    examples: int,
-    base_learning_rate: float = 0.01,
-    decay: float = 0.95,
-    decay_examples: int = 4_000_000,
-) -> float:
-    """Staircase exponential decay: ``base * decay ** floor(examples / decay_examples)``.
-
-    ``examples`` = examples processed BEFORE the step (the original uses ``global_step *
-    batch_size``, the same number while every batch is full).
-    """
-    return base_learning_rate * decay ** (int(examples) // int(decay_examples))
-
-
-@torch.no_grad()
-def clip_gradient_norms(parameters: Iterable[torch.Tensor], max_norm: float) -> list[float]:
-    """Clip every gradient tensor to L2 norm ``<= max_norm`` on its own, in place (the
-    original's ``clip_gradient_norms`` = ``tf.clip_by_norm`` per variable:
-    ``g * max_norm / max(||g||, max_norm)``). Returns the norms before clipping."""
-    norms = []
-    for p in parameters:
-        if p.grad is None:
-            continue
-        norm = float(torch.linalg.vector_norm(p.grad.detach()))  # float32 as tf.clip_by_norm
-        norms.append(norm)
-        if norm > max_norm:
-            p.grad.mul_(max_norm / norm)
-    return norms
-
-
 def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
@@ -260,180 +230,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig | None = None) -> torch
 
 
 # ------------------------------------------------------------------------------------------
-# RNG state (JSON-safe)
-
-
-def _b64(t: torch.Tensor) -> str:
-    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
-
-
-def _unb64(s: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
-
-
-def rng_state() -> dict[str, Any]:
-    """torch (CPU + initialised CUDA), numpy-global and Python ``random`` states, as JSON."""
-    # The legacy global state on purpose: datasets that call np.random.* draw from it.
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
-    py = random.getstate()
-    state: dict[str, Any] = {
-        "torch": _b64(torch.get_rng_state()),
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-        "python": [py[0], list(py[1]), py[2]],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    torch.set_rng_state(_unb64(state["torch"]))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
-
-
-# ------------------------------------------------------------------------------------------
 # checkpoints
-
-
-def _model_identity(model: nn.Module) -> tuple[str, dict[str, Any] | None]:
-    name = getattr(model, "name", "") or type(model).__name__
-    cfg = getattr(model, "config", None)
-    return name, (cfg.to_dict() if hasattr(cfg, "to_dict") else None)
-
-
-def save_checkpoint(
-    directory: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    *,
-    step: int = 0,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``directory/ckpt-<step>/`` atomically (a temp folder renamed at the end).
-
-    ``extra``: more JSON fields for ``state.json`` (the trainer stores its position and RNG).
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"ckpt-{step:08d}"
-    tmp = directory / f".tmp-ckpt-{step:08d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    name, cfg = _model_identity(model)
-    state: dict[str, Any] = {"format": _FORMAT, "version": 1, "model": name, "config": cfg}
-    state["step"] = int(step)
-    if optimizer is not None:
-        state["optimizer"] = _save_optimizer(tmp / "optimizer.safetensors", model, optimizer)
-    state.update(extra or {})
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
-
-
-def _save_optimizer(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    names = {id(p): n for n, p in model.named_parameters()}
-    sd = optimizer.state_dict()
-    order = [p for g in optimizer.param_groups for p in g["params"]]  # state_dict's indexing
-    index_to_name = [names[id(p)] for p in order]
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in sd["state"].items():
-        pname = index_to_name[idx]
-        for key, val in st.items():
-            if isinstance(val, torch.Tensor):
-                tensors[f"{pname}::{key}"] = val.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(pname, {})[key] = val
-    save_file(tensors, str(path), metadata={"format": "pt"})
-    groups = []
-    for g in sd["param_groups"]:
-        g = dict(g)
-        g["params"] = [index_to_name[i] for i in g["params"]]
-        groups.append(g)
-    return {"class": type(optimizer).__name__, "param_groups": groups, "scalars": scalars}
-
-
-def _load_optimizer(
-    path: Path, info: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
-) -> None:
-    if info["class"] != type(optimizer).__name__:
-        raise ValueError(f"checkpoint optimizer is {info['class']}, not {type(optimizer).__name__}")
-    names = {id(p): n for n, p in model.named_parameters()}
-    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-    name_to_index = {n: i for i, n in enumerate(order)}
-    tensors = load_file(str(path)) if path.exists() else {}
-    state: dict[int, dict[str, Any]] = {}
-    for key, val in tensors.items():
-        pname, sub = key.split("::", 1)
-        state.setdefault(name_to_index[pname], {})[sub] = val
-    for pname, vals in info.get("scalars", {}).items():
-        state.setdefault(name_to_index[pname], {}).update(vals)
-    groups = []
-    for g in info["param_groups"]:
-        g = dict(g)
-        g["params"] = [name_to_index[n] for n in g["params"]]
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-        groups.append(g)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The complete ``ckpt-*`` folder with the highest step, or None."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    found = []
-    for d in directory.iterdir():
-        m = _CKPT_RE.match(d.name)
-        if m and (d / "state.json").is_file() and (d / "model.safetensors").is_file():
-            found.append((int(m.group(1)), d))
-    return max(found)[1] if found else None
-
-
-def load_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    *,
-    strict_config: bool = True,
-) -> dict[str, Any]:
-    """Load weights (and optimizer state) from a ``ckpt-*`` folder (or a checkpoint directory:
-    its latest) into ``model``; returns ``state.json``. With ``strict_config`` a checkpoint of
-    another head or config raises ValueError."""
-    path = Path(path)
-    if not (path / "state.json").is_file():
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"no checkpoint in {path}")
-        path = latest
-    state = json.loads((path / "state.json").read_text())
-    if state.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not an {_FORMAT}")
-    name, cfg = _model_identity(model)
-    if strict_config and (state["model"] != name or state["config"] != cfg):
-        raise ValueError(
-            f"checkpoint {path} was written for {state['model']} {state['config']}, the model is "
-            f"{name} {cfg}; start a new model (resume=False) or use a matching config"
-        )
-    device = next(iter(model.state_dict().values())).device
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
-    if optimizer is not None and "optimizer" in state:
-        _load_optimizer(path / "optimizer.safetensors", state["optimizer"], model, optimizer)
-    return state
 
 
 def load_head(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -447,16 +244,6 @@ def load_head(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
     model = build_head(state["model"], state["config"]).to(device)
     load_checkpoint(path, model)
     return model, state
-
-
-def _prune(directory: Path, keep: int | None) -> None:
-    if keep is None:
-        return
-    found = sorted(
-        (int(m.group(1)), d) for d in directory.iterdir() if (m := _CKPT_RE.match(d.name))
-    )
-    for _, d in found[: max(len(found) - keep, 0)]:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -589,7 +376,7 @@ def train_classifier(
             step=step,
             extra={"train_config": cfg.to_dict(), "trainer": trainer},
         )
-        _prune(ckpt_dir, keep_checkpoints)
+        prune_checkpoints(ckpt_dir, keep_checkpoints)
         return path
 
     def run_eval() -> dict[str, Any]:
@@ -762,10 +549,3 @@ def evaluate_classifier(
             )
         log(line)
     return res
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy's global RNG and Python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global state the trainer checkpoints
-    random.seed(seed)

@@ -1,0 +1,186 @@
+"""Checkpoints of any training loop: safetensors tensors + a JSON state, written atomically.
+
+One folder per save, ``ckpt-<step:08d>/``: ``model.safetensors`` (the state dict),
+``optimizer.safetensors`` (optimizer tensors keyed ``<param name>::<key>``) and ``state.json``
+(model name and config, step, optimizer hyper-parameters, and whatever the loop adds: its
+position and the RNG states of :mod:`audiorep.training.rng`). No pickle anywhere. A folder is
+written under a temporary name and renamed when complete, so a killed run never leaves a
+partial ``ckpt-*``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CKPT_RE = re.compile(r"^ckpt-(\d{8,})$")
+#: ``state.json`` "format" (the value first written by the YouTube-8M heads; kept so their
+#: checkpoints stay readable).
+CHECKPOINT_FORMAT = "audiorep.heads.checkpoint"
+
+
+def _model_identity(model: nn.Module) -> tuple[str, dict[str, Any] | None]:
+    name = getattr(model, "name", "") or type(model).__name__
+    cfg = getattr(model, "config", None)
+    return name, (cfg.to_dict() if hasattr(cfg, "to_dict") else None)
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``directory/ckpt-<step>/`` atomically (a temp folder renamed at the end).
+
+    ``extra``: more JSON fields for ``state.json`` (the trainer stores its position and RNG).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"ckpt-{step:08d}"
+    tmp = directory / f".tmp-ckpt-{step:08d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    name, cfg = _model_identity(model)
+    state: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "model": name,
+        "config": cfg,
+    }
+    state["step"] = int(step)
+    if optimizer is not None:
+        state["optimizer"] = _save_optimizer(tmp / "optimizer.safetensors", model, optimizer)
+    state.update(extra or {})
+    (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def _save_optimizer(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    sd = optimizer.state_dict()
+    order = [p for g in optimizer.param_groups for p in g["params"]]  # state_dict's indexing
+    index_to_name = [names[id(p)] for p in order]
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        pname = index_to_name[idx]
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"{pname}::{key}"] = val.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(pname, {})[key] = val
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    groups = []
+    for g in sd["param_groups"]:
+        g = dict(g)
+        g["params"] = [index_to_name[i] for i in g["params"]]
+        groups.append(g)
+    return {"class": type(optimizer).__name__, "param_groups": groups, "scalars": scalars}
+
+
+def _load_optimizer(
+    path: Path, info: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
+    if info["class"] != type(optimizer).__name__:
+        raise ValueError(f"checkpoint optimizer is {info['class']}, not {type(optimizer).__name__}")
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    name_to_index = {n: i for i, n in enumerate(order)}
+    tensors = load_file(str(path)) if path.exists() else {}
+    state: dict[int, dict[str, Any]] = {}
+    for key, val in tensors.items():
+        pname, sub = key.split("::", 1)
+        state.setdefault(name_to_index[pname], {})[sub] = val
+    for pname, vals in info.get("scalars", {}).items():
+        state.setdefault(name_to_index[pname], {}).update(vals)
+    groups = []
+    for g in info["param_groups"]:
+        g = dict(g)
+        g["params"] = [name_to_index[n] for n in g["params"]]
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The complete ``ckpt-*`` folder with the highest step, or None."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = []
+    for d in directory.iterdir():
+        m = CKPT_RE.match(d.name)
+        if m and (d / "state.json").is_file() and (d / "model.safetensors").is_file():
+            found.append((int(m.group(1)), d))
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    strict_config: bool = True,
+) -> dict[str, Any]:
+    """Load weights (and optimizer state) from a ``ckpt-*`` folder (or a checkpoint directory:
+    its latest) into ``model``; returns ``state.json``. With ``strict_config`` a checkpoint of
+    another head or config raises ValueError."""
+    path = Path(path)
+    if not (path / "state.json").is_file():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"no checkpoint in {path}")
+        path = latest
+    state = json.loads((path / "state.json").read_text())
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an {CHECKPOINT_FORMAT}")
+    name, cfg = _model_identity(model)
+    if strict_config and (state["model"] != name or state["config"] != cfg):
+        raise ValueError(
+            f"checkpoint {path} was written for {state['model']} {state['config']}, the model is "
+            f"{name} {cfg}; start a new model (resume=False) or use a matching config"
+        )
+    device = next(iter(model.state_dict().values())).device
+    model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+    if optimizer is not None and "optimizer" in state:
+        _load_optimizer(path / "optimizer.safetensors", state["optimizer"], model, optimizer)
+    return state
+
+
+def prune_checkpoints(directory: Path, keep: int | None) -> None:
+    """Keep the ``keep`` newest ``ckpt-*`` folders of ``directory`` (all when None)."""
+    if keep is None:
+        return
+    found = sorted(
+        (int(m.group(1)), d) for d in directory.iterdir() if (m := CKPT_RE.match(d.name))
+    )
+    for _, d in found[: max(len(found) - keep, 0)]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "save_checkpoint",
+]
