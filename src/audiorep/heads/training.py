@@ -24,7 +24,6 @@ examples seen, the epoch position and the RNG states.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from audiorep.training.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
+    verify_checkpoint,
 )
 from audiorep.training.optim import clip_gradient_norms, learning_rate_at
 from audiorep.training.rng import rng_state, seed_everything, set_rng_state
@@ -240,7 +240,7 @@ def load_head(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
     path = Path(path)
     if not (path / "state.json").is_file():
         path = latest_checkpoint(path) or path
-    state = json.loads((path / "state.json").read_text())
+    state = verify_checkpoint(path)
     model = build_head(state["model"], state["config"]).to(device)
     load_checkpoint(path, model)
     return model, state

@@ -7,16 +7,22 @@
 
 from audiorep.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
+    read_checkpoint_state,
     save_checkpoint,
+    verify_checkpoint,
 )
 from audiorep.training.optim import clip_gradient_norms, learning_rate_at
 from audiorep.training.rng import rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "read_checkpoint_state",
+    "verify_checkpoint",
     "clip_gradient_norms",
     "latest_checkpoint",
     "learning_rate_at",

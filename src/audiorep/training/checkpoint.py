@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -121,17 +122,76 @@ def _load_optimizer(
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The complete ``ckpt-*`` folder with the highest step, or None."""
+class CheckpointError(ValueError):
+    """A damaged or foreign checkpoint; the message names the file and the problem."""
+
+
+def read_checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """``state.json`` of the ``ckpt-*`` folder ``path``, checked to be one of ours.
+
+    Raises:
+        CheckpointError: missing, unreadable, not JSON, or not a checkpoint of this format.
+    """
+    file = Path(path) / "state.json"
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: unreadable checkpoint state ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{file}: not an {CHECKPOINT_FORMAT} state file")
+    return state
+
+
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Check a ``ckpt-*`` folder without loading its tensors: ``state.json`` parses and every
+    safetensors file it needs has a complete header covering the file; returns the state.
+
+    Raises:
+        CheckpointError: naming the damaged file (truncated, corrupt, missing).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    state = read_checkpoint_state(path)
+    needed = ["model.safetensors"] + (["optimizer.safetensors"] if "optimizer" in state else [])
+    for name in needed:
+        file = path / name
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # SafetensorError, OSError: the file is not usable
+            raise CheckpointError(f"{file}: damaged checkpoint file ({exc})") from None
+    return state
+
+
+def _checkpoints_newest_first(directory: Path) -> list[Path]:
+    found = [(int(m.group(1)), d) for d in directory.iterdir() if (m := CKPT_RE.match(d.name))]
+    return [d for _, d in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(directory: str | Path, *, verify: bool = True) -> Path | None:
+    """The ``ckpt-*`` folder with the highest step that is intact, or None.
+
+    With ``verify`` (default) each candidate is checked with :func:`verify_checkpoint`, newest
+    first; a damaged one is skipped with a warning that names the file and the problem, so a
+    run resumes from (or a command loads) the newest intact checkpoint. Without it, only the
+    presence of ``state.json`` and ``model.safetensors`` is checked.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    found = []
-    for d in directory.iterdir():
-        m = CKPT_RE.match(d.name)
-        if m and (d / "state.json").is_file() and (d / "model.safetensors").is_file():
-            found.append((int(m.group(1)), d))
-    return max(found)[1] if found else None
+    for d in _checkpoints_newest_first(directory):
+        if not ((d / "state.json").is_file() and (d / "model.safetensors").is_file()):
+            continue
+        if not verify:
+            return d
+        try:
+            verify_checkpoint(d)
+        except CheckpointError as exc:
+            warnings.warn(f"skipping a damaged checkpoint: {exc}", stacklevel=2)
+            continue
+        return d
+    return None
 
 
 def load_checkpoint(
@@ -143,16 +203,15 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load weights (and optimizer state) from a ``ckpt-*`` folder (or a checkpoint directory:
     its latest) into ``model``; returns ``state.json``. With ``strict_config`` a checkpoint of
-    another head or config raises ValueError."""
+    another head or config raises ValueError; a damaged one :class:`CheckpointError` (a
+    ValueError) naming the file."""
     path = Path(path)
     if not (path / "state.json").is_file():
         latest = latest_checkpoint(path)
         if latest is None:
-            raise FileNotFoundError(f"no checkpoint in {path}")
+            raise FileNotFoundError(f"no intact checkpoint in {path}")
         path = latest
-    state = json.loads((path / "state.json").read_text())
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an {CHECKPOINT_FORMAT}")
+    state = verify_checkpoint(path)
     name, cfg = _model_identity(model)
     if strict_config and (state["model"] != name or state["config"] != cfg):
         raise ValueError(
@@ -179,6 +238,9 @@ def prune_checkpoints(directory: Path, keep: int | None) -> None:
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "read_checkpoint_state",
+    "verify_checkpoint",
     "latest_checkpoint",
     "load_checkpoint",
     "prune_checkpoints",
