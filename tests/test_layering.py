@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: and ``__main__`` count as the ``cli`` unit). A unit may import units of lower layers only;
 #: units of one layer are peers and may not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("hashing", "_version"),
+    ("hashing", "atomic", "_version"),
     ("audio", "resample"),
     ("data",),
     ("frontends",),

@@ -21,7 +21,6 @@ from audiorep.training import (
     verify_checkpoint,
 )
 
-
 SAVED: dict[int, dict[str, torch.Tensor]] = {}
 
 

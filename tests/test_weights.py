@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import importlib.util
+import json
 import re
 import threading
 import urllib.request
@@ -460,6 +461,56 @@ def test_resolve_auto_converts_cached_raw_files(no_network, monkeypatch):
     assert torch.equal(model2["fc2.weight"], model["fc2.weight"])
     assert torch.equal(pca2["pca_means"], pca["pca_means"])
     assert desc2 == f"vggish-torchvggish: {converted}"
+
+
+def test_planted_converted_weights_are_not_trusted(no_network, monkeypatch, capsys):
+    """Issue 12 item 9: a file placed at the converted-cache path (here seeded random weights
+    under the pretrained name) used to be loaded and reported as the pretrained model."""
+    from audiorep.models.vggish import seeded_random_state_dict
+
+    planted = weights.converted_path("vggish-torchvggish")
+    cv.write_safetensors(planted, seeded_random_state_dict(5), None, source="planted")
+    with pytest.warns(UserWarning, match="no provenance record"):
+        model, pca, reason = weights.resolve_vggish_weights(None)
+    assert (model, pca) == (None, None) and "no VGGish weights" in reason
+    # `weights verify` reports it and fails
+    assert run_cli(["weights", "verify", "vggish-torchvggish"]) == 1
+    out = capsys.readouterr().out
+    assert "vggish-torchvggish (converted)" in out and "no provenance record" in out
+
+
+def test_converted_cache_provenance_is_recorded_and_checked(no_network, monkeypatch, capsys):
+    _unpin(monkeypatch, "vggish-torchvggish")
+    _unpin(monkeypatch, "vggish-pca-torchvggish")
+    raw = weights.cached_path("vggish-torchvggish")
+    raw.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({k: torch.randn(()).expand(s) for k, s in cv.TORCHVGGISH_SHAPES.items()}, raw)
+    pca_raw = weights.cached_path("vggish-pca-torchvggish")
+    pca_raw.parent.mkdir(parents=True)
+    pca_raw.write_bytes(_pca_pth_bytes())
+    weights.resolve_vggish_weights(None)  # converts, records provenance
+    from audiorep.weights.vggish import converted_problem, provenance_path
+
+    converted = weights.converted_path("vggish-torchvggish")
+    record = json.loads(provenance_path(converted).read_text())
+    assert record["converted_sha256"] == weights.sha256_file(converted)
+    assert set(record["sources"]) == {raw.name, pca_raw.name}
+    assert converted_problem("vggish-torchvggish") is None
+    assert run_cli(["weights", "verify", "vggish-torchvggish"]) == 0
+    assert "provenance verified" in capsys.readouterr().out
+    # tampered after conversion: ignored, and re-converted from the (still cached) raw files
+    model, _ = cv.load_any(converted)
+    model["fc2.bias"] = model["fc2.bias"] + 1
+    cv.write_safetensors(converted, model, None, source="tampered")
+    assert "differs" in converted_problem("vggish-torchvggish")
+    with pytest.warns(UserWarning, match="ignoring the converted weights"):
+        again, _, desc = weights.resolve_vggish_weights(None)
+    assert "converted from" in desc and not torch.equal(again["fc2.bias"], model["fc2.bias"])
+    assert converted_problem("vggish-torchvggish") is None  # rewritten with a fresh record
+    # a pinned source whose recorded digest does not match the registry is refused
+    _unpin(monkeypatch, "vggish-torchvggish", sha256="0" * 64)
+    assert "does not match the registry" in converted_problem("vggish-torchvggish")
 
 
 @pytest.mark.skipif(HAS_TF, reason="checks the message shown when TensorFlow is missing")

@@ -116,6 +116,16 @@ def cmd_weights_verify(args: argparse.Namespace) -> int:
         if r["name"] and target != r["name"]:
             label = f"{target} ({r['name']})"
         rows.append([label, _size(r["size"]), r["sha256"] or "-", r["message"]])
+        if r["name"] and target == r["name"] and weights.converted_path(target).is_file():
+            # the converted cache file that `audiorep.load` would use: trusted only with a
+            # provenance record matching its bytes and the pinned sources
+            from audiorep.weights.vggish import converted_problem
+
+            conv = weights.converted_path(target)
+            problem = converted_problem(target)
+            status = 1 if problem else status
+            rows.append([f"{target} (converted)", _size(conv.stat().st_size),
+                         weights.sha256_file(conv), problem or "provenance verified"])  # fmt: skip
     if rows:
         print(_table(rows, ["FILE", "SIZE", "SHA256", "STATUS"]))
     return status

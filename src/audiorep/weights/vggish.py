@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
+from audiorep.atomic import write_bytes_atomic
 from audiorep.convert.vggish import load_any, write_safetensors
 from audiorep.hashing import file_sha256 as sha256_file
 from audiorep.weights.cache import PathLike, StateDict, cache_dir
@@ -38,15 +41,68 @@ def _merge_sources(paths: list[Path]) -> tuple[StateDict | None, StateDict | Non
     return model, pca
 
 
+def provenance_path(converted: Path) -> Path:
+    """The JSON record beside a converted cache file: its own sha256 and its sources'."""
+    return converted.with_name(converted.name + ".provenance.json")
+
+
 def _cache_converted(
     name: str, model: StateDict | None, pca: StateDict | None, sources: list[Path]
 ) -> Path | None:
     dst = converted_path(name)
     try:
-        return write_safetensors(dst, model, pca, source=",".join(p.name for p in sources))
+        write_safetensors(dst, model, pca, source=",".join(p.name for p in sources))
+        record = {
+            "converted_sha256": sha256_file(dst),
+            "sources": {p.name: sha256_file(p) for p in sources},
+        }
+        write_bytes_atomic(provenance_path(dst), json.dumps(record, indent=1).encode())
+        return dst
     except OSError as e:  # a read-only cache must not stop inference
         logger.warning("could not cache converted weights at %s: %s", dst, e)
         return None
+
+
+def converted_problem(name: str) -> str | None:
+    """Why the converted cache file of registry entry ``name`` cannot be trusted, or None.
+
+    Trusted = audiorep wrote it from verified downloads: its provenance record exists, the
+    file still has the sha256 recorded there, and every source it was converted from (the
+    entry and its companions) matches its pinned registry digest. A file planted in the cache
+    (say random weights under the pretrained name) fails this and is ignored with a warning.
+    """
+    conv = converted_path(name)
+    record_path = provenance_path(conv)
+    try:
+        record = json.loads(record_path.read_text())
+        recorded, sources = record["converted_sha256"], record["sources"]
+    except FileNotFoundError:
+        return f"no provenance record {record_path.name} (not converted here from a download)"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable provenance record {record_path} ({e})"
+    if sha256_file(conv) != recorded:
+        return "its sha256 differs from the one recorded at conversion (changed since)"
+    for n in (name, *REGISTRY[name].companions):
+        e = REGISTRY[n]
+        digest = sources.get(e.filename) if isinstance(sources, dict) else None
+        if digest is None:
+            return f"converted without {e.filename}"
+        if e.pinned and not _digest_ok(digest, e.sha256, e.sha256_prefix):
+            return f"converted from a {e.filename} that does not match the registry's checksum"
+    return None
+
+
+def _trusted_converted(name: str) -> Path | None:
+    conv = converted_path(name)
+    if not conv.is_file():
+        return None
+    problem = converted_problem(name)
+    if problem is not None:
+        message = f"ignoring the converted weights {conv}: {problem}"
+        logger.warning(message)
+        warnings.warn(message, stacklevel=3)
+        return None
+    return conv
 
 
 def _from_cached_raw(name: str) -> tuple[StateDict | None, StateDict | None, str] | None:
@@ -70,8 +126,8 @@ def _from_cached_raw(name: str) -> tuple[StateDict | None, StateDict | None, str
 
 def _resolve_auto() -> tuple[StateDict | None, StateDict | None, str]:
     for name in AUTO_ORDER:
-        conv = converted_path(name)
-        if conv.is_file():
+        conv = _trusted_converted(name)
+        if conv is not None:
             model, pca = load_any(conv)
             return model, pca, f"{name}: {conv}"
     notes = []
@@ -97,8 +153,8 @@ def _resolve_name(name: str) -> tuple[StateDict | None, StateDict | None, str]:
     entry = get_entry(name)
     names = (name, *entry.companions)
     wanted = {REGISTRY[n].kind for n in names}
-    conv = converted_path(name)
-    if conv.is_file():
+    conv = _trusted_converted(name)
+    if conv is not None:
         model, pca = load_any(conv)
         if wanted <= _kinds(model, pca):
             return model, pca, f"{name}: {conv}"
