@@ -22,6 +22,18 @@ VGGISH_FIXTURES = FIXTURES / "vggish"
 
 # Tests measure numbers, not speed; keep them deterministic and light on the 2-core CI box.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Eager VGGish by default in tests (inherited by subprocesses): torch keeps every frozen
+# TorchScript copy's weights until the process exits (+270 MB per distinct weights, see
+# docs/testing.md), and the suite uses a dozen weight sets. The frozen path is the same
+# arithmetic up to summation order; tests that cover it opt in with the `frozen_vggish`
+# fixture (tests/test_cli_embed.py, tests/test_model.py, tests/test_vggish_parity.py).
+os.environ.setdefault("AUDIOREP_EAGER", "1")
+
+
+@pytest.fixture
+def frozen_vggish(monkeypatch):
+    """Run VGGish bundles on the default CPU path (frozen TorchScript copy), as users do."""
+    monkeypatch.delenv("AUDIOREP_EAGER", raising=False)
 
 
 def vggish_manifest() -> dict:

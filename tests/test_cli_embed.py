@@ -26,7 +26,7 @@ def _write_inputs(root: Path) -> None:
     (root / "notes.txt").write_text("not audio, ignored by the folder scan")
 
 
-def test_embed_folder_writes_npz_per_file(tmp_path, capsys):
+def test_embed_folder_writes_npz_per_file(tmp_path, capsys, frozen_vggish):
     _write_inputs(tmp_path / "in")
     out = tmp_path / "out"
     code = main(["embed", str(tmp_path / "in"), "-o", str(out), "--weights", "random", "-q"])

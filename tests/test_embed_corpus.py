@@ -312,3 +312,24 @@ def test_output_folder_lock_refuses_a_second_run_and_clears_stale_temps(corpus, 
     # released: the next run goes ahead
     assert main(["embed", str(corpus), "-o", str(out), "--weights", "random", "-q"]) == 0
     assert len(list(out.rglob("clip*.npz"))) == 8
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_follow_the_users_umask(corpus, tmp_path, umask):
+    """Issue 12 item 10: every output was created 0600 (mkstemp) whatever the umask."""
+    (tmp_path / "in").mkdir()
+    for p in sorted(corpus.rglob("*.wav"))[:2]:
+        (tmp_path / "in" / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")  # -> failures.tsv
+    old = os.umask(umask)
+    try:
+        for fmt in ("npz", "parquet", "tfrecord"):
+            out = tmp_path / fmt
+            args = ["embed", str(tmp_path / "in"), "-o", str(out), "--format", fmt]
+            assert main([*args, "--weights", "random", "-q"]) == 1  # one failure
+            files = [p for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE]
+            assert len(files) >= 2 and any(p.name == "failures.tsv" for p in files)
+            for p in files:
+                assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode))
+    finally:
+        os.umask(old)

@@ -10,11 +10,40 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else by the
+    classic set-and-restore."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """``tempfile.mkstemp`` in ``folder``, but with the mode a plain ``open`` would give
+    (``0o666 & ~umask``) instead of 0600, so that the file renamed into place is readable
+    by whoever the user's umask allows (colleagues on shared storage)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except (AttributeError, OSError):  # pragma: no cover - Windows: no fchmod
+        pass
+    return fd, tmp
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``.
+
+    The file gets the mode a plain ``open`` would give (``0o666 & ~umask``)."""
     dst = Path(path)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = make_temp(dst.parent, f".{dst.name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -27,4 +56,4 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Pat
     return dst
 
 
-__all__ = ["write_bytes_atomic"]
+__all__ = ["current_umask", "make_temp", "write_bytes_atomic"]

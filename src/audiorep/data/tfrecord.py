@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
+from audiorep.atomic import make_temp
 from audiorep.data.crc import crc32c, mask, masked_crc32c, window_crc32c
 
 PathLike = Union[str, os.PathLike]
@@ -411,9 +411,7 @@ class TFRecordWriter:
 
     def __init__(self, path: PathLike):
         self.path = Path(path)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
+        fd, tmp = make_temp(self.path.parent, f".{self.path.name}.", ".tmp")
         self._tmp = Path(tmp)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self.num_records = 0
@@ -546,7 +544,7 @@ def _save_cache(file: Path, directory: str, entries: dict[str, tuple]) -> None:
         "lengths": np.concatenate([x[4] for x in e] or [np.zeros(0, np.int64)]),
     }
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=".tmp.npz", dir=file.parent)
+    fd, tmp = make_temp(file.parent, f".{file.stem}.", ".tmp.npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
