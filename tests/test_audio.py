@@ -79,3 +79,26 @@ def test_errors_name_the_file(tmp_path):
     broken_m4a.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
     with pytest.raises(AudioLoadError, match="broken.m4a"):
         load(broken_m4a)
+
+
+def test_api_refuses_non_finite_samples_and_bad_rates():
+    """Issue 12 item 8: NaN/Inf gave finite, normal-looking embeddings; sr=0 divided by zero."""
+    import audiorep
+    from audiorep import hear
+    from audiorep.pipelines.backbones import prepare_waveform
+
+    x = torch.zeros(16000)
+    x[1234] = float("nan")
+    bundle = audiorep.load("vggish", weights="random")
+    with pytest.raises(ValueError, match=r"1 non-finite sample\(s\) \(NaN/Inf\), the first at"):
+        bundle.embed(x, 16000)
+    stereo = torch.zeros(2, 16000)
+    stereo[1, 7] = float("inf")
+    with pytest.raises(ValueError, match=r"index \(1, 7\)"):
+        prepare_waveform(stereo, 16000)
+    with pytest.raises(ValueError, match="HEAR audio: 1 non-finite"):
+        hear.get_scene_embeddings(x[None], hear.HearVGGish(bundle))
+    for rate in (0, -16000, 16000.5):
+        with pytest.raises(ValueError, match="sample rate must be a positive whole number"):
+            bundle.embed(torch.zeros(16000), rate)
+    assert bundle.embed(torch.zeros(16000), 16000).shape == (1, 128)  # clean input still works

@@ -34,6 +34,30 @@ class AudioLoadError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def check_waveform(
+    waveform: torch.Tensor, sample_rate: int | None = None, what: str = "waveform"
+) -> torch.Tensor:
+    """Refuse what would otherwise give finite, normal-looking but meaningless embeddings.
+
+    NaN/Inf samples (one NaN used to move an embedding row by 1.35 without a word) and a
+    non-positive or non-integral sample rate raise ``ValueError`` naming ``what``. Returns
+    ``waveform`` unchanged.
+    """
+    if sample_rate is not None:
+        if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise ValueError(f"{what}: sample rate must be a positive whole number of Hz, "
+                             f"got {sample_rate!r}")  # fmt: skip
+    if torch.is_floating_point(waveform) and waveform.numel():
+        bad = ~torch.isfinite(waveform)
+        if bool(bad.any()):
+            first = tuple(int(i) for i in torch.nonzero(bad)[0])
+            raise ValueError(
+                f"{what}: {int(bad.sum())} non-finite sample(s) (NaN/Inf), the first at index "
+                f"{first}; clean or drop them before embedding"
+            )
+    return waveform
+
+
 def info(path: str | os.PathLike) -> tuple[int, int, int]:
     """``(sample_rate, channels, frames)`` of a file without decoding it (soundfile formats)."""
     try:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from audiorep.audio import check_waveform
 from audiorep.frontends.vggish import (
     EXAMPLE_FRAMES,
     EXAMPLE_SAMPLES,
@@ -269,7 +270,7 @@ def _check_audio(audio: torch.Tensor) -> torch.Tensor:
         )
     if not torch.is_floating_point(audio):
         raise TypeError(f"HEAR audio must be float in [-1, 1], got dtype {audio.dtype}")
-    return audio
+    return check_waveform(audio, what="HEAR audio")
 
 
 # ----------------------------------------------------------------------------- CNN14 and AST

@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiorep.cli.common import CommandError, add_device_option, add_seed_option, fail
+from audiorep.cli.common import (
+    CommandError,
+    add_device_option,
+    add_seed_option,
+    fail,
+    positive_int,
+)
 from audiorep.cli.common import fail as _fail
 from audiorep.data.packed import (
     BatchLoader,
@@ -217,7 +223,9 @@ def _add_train(sub: Any) -> None:
     length.add_argument(
         "--steps", type=int, default=None, help="stop at this global step (a total, as --max_steps)"
     )
-    p.add_argument("--batch-size", type=int, default=1024, help="examples per step (default 1024)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=1024, help="examples per step (default 1024)"
+    )
     p.add_argument(
         "--lr",
         type=float,
@@ -498,7 +506,7 @@ def _add_evaluate(sub: Any) -> None:
         help="a ckpt-<step>/ folder or a training folder (its latest checkpoint)",
     )
     p.add_argument("--data", required=True, nargs="+", metavar="PATH", help="shards / folders")
-    p.add_argument("--batch-size", type=int, default=1024, help="examples per batch")
+    p.add_argument("--batch-size", type=positive_int, default=1024, help="examples per batch")
     p.add_argument("--workers", type=int, default=0, help="reader processes")
     p.add_argument("--stream", action="store_true", help="do not hold the data in memory")
     p.add_argument(

@@ -39,8 +39,48 @@ def add_weights_option(p: argparse.ArgumentParser, help_text: str | None = None)
     )
 
 
+def parse_device(text: str) -> str:
+    """argparse type of ``--device``: checked once, before any work, with a clear message
+    (a CUDA device on a CPU-only torch build used to end in a traceback mid-run)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise argparse.ArgumentTypeError(
+                f"{text}: this torch build ({torch.__version__}) has no CUDA support; "
+                "install a CUDA build of torch or use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device is visible here")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text}: only {count} CUDA device(s) visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}; use cpu, cuda or mps")
+    return text
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be >= 1 (``--batch-size`` and friends)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", default="cpu", type=parse_device, help="torch device (default: cpu)")
 
 
 def add_seed_option(p: argparse.ArgumentParser, what: str = "--weights random") -> None:
@@ -49,7 +89,10 @@ def add_seed_option(p: argparse.ArgumentParser, what: str = "--weights random") 
 
 def add_batch_size_option(p: argparse.ArgumentParser, default: int, unit: str) -> None:
     p.add_argument(
-        "--batch-size", type=int, default=default, help=f"{unit} per batch (default {default})"
+        "--batch-size",
+        type=positive_int,
+        default=default,
+        help=f"{unit} per batch (default {default})",
     )
 
 
@@ -63,4 +106,6 @@ __all__ = [
     "add_seed_option",
     "add_weights_option",
     "fail",
+    "parse_device",
+    "positive_int",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from audiorep.cli.common import add_device_option, add_seed_option
+from audiorep.cli.common import add_device_option, add_seed_option, positive_int
 from audiorep.cli.common import fail as _fail
 
 
@@ -68,7 +68,7 @@ def register(sub) -> None:
     p.add_argument("--pca", default=None, help="PCA parameters file (default: with the weights)")
     p.add_argument("--no-pca", action="store_true", help="do not write 'quantized'")
     add_device_option(p)
-    p.add_argument("--batch-size", type=int, default=64, help="examples per model batch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="examples per model batch")
     p.add_argument(
         "--workers",
         type=int,

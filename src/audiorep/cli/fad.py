@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from audiorep.cli.common import add_device_option, add_seed_option
+from audiorep.cli.common import add_device_option, add_seed_option, positive_int
 from audiorep.cli.common import fail as _fail
 
 
@@ -51,7 +51,7 @@ def register(sub) -> None:
     )
     add_seed_option(p)
     add_device_option(p)
-    p.add_argument("--batch-size", type=int, default=64, help="examples per model batch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="examples per model batch")
     p.add_argument(
         "--precision",
         choices=["float32", "bfloat16"],

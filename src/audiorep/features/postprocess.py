@@ -57,8 +57,15 @@ class Postprocessor(nn.Module):
         m = self.pca_means.to(embeddings.device, torch.float64)
         return (embeddings.to(torch.float64) - m) @ e.T
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Quantise ``(N, 128)`` embeddings to uint8 ``(N, 128)``; ``(0, 128)`` stays empty."""
+    def forward(self, embeddings: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Quantise ``(N, 128)`` embeddings to uint8 ``(N, 128)``; ``(0, 128)`` stays empty.
+
+        A NumPy array (as the reference's ``Postprocessor.postprocess`` takes) gives a NumPy
+        uint8 array back; a tensor gives a tensor on its device."""
+        if isinstance(embeddings, np.ndarray):
+            return self.forward(torch.from_numpy(np.asarray(embeddings))).cpu().numpy()
+        if not isinstance(embeddings, torch.Tensor):
+            raise TypeError(f"expected a tensor or NumPy array, got {type(embeddings).__name__}")
         if embeddings.dim() != 2 or embeddings.shape[1] != self.pca_means.shape[0]:
             raise ValueError(
                 f"expected embeddings (N, {self.pca_means.shape[0]}), got {tuple(embeddings.shape)}"

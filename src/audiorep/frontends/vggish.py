@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audiorep.audio import check_waveform
 from audiorep.resample import output_length, resample
 
 SAMPLE_RATE = 16000
@@ -301,7 +302,7 @@ def waveform_to_examples(
         Fewer than 240 samples at 16 kHz gives ``(0, 96, 64)`` with a warning (the reference
         raises ``ValueError`` there).
     """
-    x = _as_mono_tensor(waveform)
+    x = check_waveform(_as_mono_tensor(waveform), sample_rate)
     if device is not None:
         x = x.to(device)
     n16k = output_length(x.shape[-1], int(sample_rate), SAMPLE_RATE)

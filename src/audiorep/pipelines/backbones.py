@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audiorep.audio import check_waveform
 from audiorep.features.fusion import GeneralPurposeAST, GeneralPurposeCnn14
 from audiorep.frontends.kaldi_fbank import AST_TARGET_LENGTH, ASTFrontend
 from audiorep.frontends.panns import PannsLogmel
@@ -83,6 +84,7 @@ def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> t
             ``(samples, channels)``; pass ``waveform.T``).
     """
     x = torch.as_tensor(waveform) if not isinstance(waveform, torch.Tensor) else waveform
+    check_waveform(x, sample_rate)
     if not torch.is_floating_point(x):
         if x.dtype != torch.int16:
             raise TypeError(f"expected a float or int16 waveform, got dtype {x.dtype}")
