@@ -258,7 +258,9 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(corpus, tmp_path, fmt):
     assert killed_files == clean_files  # no temp files left behind
     assert Path(LOCK_FILE) in clean_files  # the (released) lock of each run
     for rel in (f for f in clean_files if f.name != LOCK_FILE):
-        if fmt == "npz":
+        if rel.name.endswith(".settings.json"):  # a shard's settings: the same bytes
+            assert (clean / rel).read_bytes() == (killed / rel).read_bytes()
+        elif fmt == "npz":
             a, b = np.load(clean / rel), np.load(killed / rel)
             assert a.files == b.files
             for k in a.files:
@@ -333,3 +335,76 @@ def test_outputs_follow_the_users_umask(corpus, tmp_path, umask):
                 assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode))
     finally:
         os.umask(old)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="byte file names, FIFOs and symlinks: Linux")
+def test_hostile_names_and_non_regular_files_never_end_a_run(corpus, tmp_path, capsys):
+    """Issue 12 items 1, 2, 5: a non-UTF-8 name crashed the failures report (exit 2, report
+    lost); a FIFO hung the run forever; symlink loops aborted list files and were skipped
+    silently in folders; tabs/newlines in names broke failures.tsv's columns."""
+    good = next(corpus.rglob("*.wav")).read_bytes()
+    src = tmp_path / "in"
+    src.mkdir()
+    raw = os.fsencode(src)
+    for name in (b"good.wav", b"good_\xff\xfe.wav"):
+        with open(raw + b"/" + name, "wb") as f:
+            f.write(good)
+    for name in (b"bad_\xff.wav", b"tab\tand\nnewline.wav"):  # undecodable content
+        with open(raw + b"/" + name, "wb") as f:
+            f.write(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    os.mkfifo(src / "pipe.wav")
+    os.symlink("loop.wav", src / "loop.wav")
+    os.symlink("missing.wav", src / "dangling.wav")
+    (tmp_path / "list.txt").write_text("in/good.wav\nin/loop.wav\n")
+    out = tmp_path / "out"
+    args = [str(src), str(tmp_path / "list.txt"), str(src / "pipe.wav"), "-o", str(out)]
+    code = main(["embed", *args, "--weights", "random", "-q"])  # must not hang
+    assert code == 1
+    printed = capsys.readouterr().out
+    assert "failures:   7" in printed  # 2 undecodable + FIFO x2 + loop x2 + dangling
+    written = sorted(p.name for p in out.rglob("*.npz"))
+    assert len(written) == 3  # good.wav, good_\xff\xfe.wav, and the listed good.wav
+    lines = (out / "failures.tsv").read_bytes().split(b"\n")[:-1]
+    assert len(lines) == 7 and all(line.count(b"\t") == 1 for line in lines)
+    text = b"\n".join(lines)
+    assert b"bad_\xff.wav" in text  # the original bytes, not mangled
+    assert b"tab\\tand\\nnewline.wav" in text  # escaped: the columns hold
+    assert b"is a FIFO (named pipe)" in text and b"Too many levels of symbolic links" in text
+    assert b"dangling symbolic link" in text
+
+
+def test_resume_redoes_outputs_whose_pca_or_fusion_changed(corpus, tmp_path, capsys):
+    """Issue 12 item 7: --resume kept stale quantized bytes after --no-pca / another PCA and
+    never wrote fusion arrays, because the saved settings recorded neither."""
+    files = [str(p) for p in sorted(corpus.rglob("*.wav"))[:3]]
+    base = ["embed", *files, "--weights", "random", "-q"]
+
+    def run(out, *extra):
+        capsys.readouterr()
+        assert main([*base, "-o", str(out), "--resume", *extra]) == 0
+        return capsys.readouterr().out
+
+    out = tmp_path / "npz"
+    assert "3 embedded of 3" in run(out)
+    first = sorted(out.glob("*.npz"))
+    assert all("quantized" in np.load(p).files for p in first)
+    assert "0 embedded of 3" in run(out)  # same settings: nothing to do
+    assert "3 embedded of 3" in run(out, "--no-pca")  # PCA changed: redone
+    assert all("quantized" not in np.load(p).files for p in first)
+    assert "0 embedded of 3" in run(out, "--no-pca")
+    assert "3 embedded of 3" in run(out, "--no-pca", "--fusion", "9,14")  # fusion changed
+    for p in first:
+        d = np.load(p)
+        assert d["fusion"].shape[1] == 8192
+        assert json.loads(str(d["settings"]))["fusion"] == ["9", "14"]
+    # sharded outputs: each shard's settings sit beside it
+    pq_out = tmp_path / "pq"
+    assert "3 embedded of 3" in run(pq_out, "--format", "parquet")
+    assert "0 embedded of 3" in run(pq_out, "--format", "parquet")
+    assert "3 embedded of 3" in run(pq_out, "--format", "parquet", "--no-pca")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted(pq_out.glob("part-*.parquet")))
+    assert "quantized" not in table.column_names
+    sidecar = json.loads((pq_out / "part-00000.parquet.settings.json").read_text())
+    assert sidecar["pca_sha256"] is None

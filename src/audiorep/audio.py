@@ -8,6 +8,7 @@ come back scaled by 1/32768 exactly like the VGGish reference's ``int16 / 32768.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,40 @@ def check_waveform(
     return waveform
 
 
+def native_path(path: str | os.PathLike) -> bytes:
+    """The path as the operating system's bytes: soundfile encodes ``str`` paths itself and
+    fails on names that are not valid UTF-8 (undecodable bytes arrive as surrogates)."""
+    return os.fsencode(path)
+
+
+def require_regular_file(path: Path) -> None:
+    """Refuse what is not a plain file before opening it: opening a FIFO blocks until a
+    writer appears (an ``embed`` run hung forever), devices never end, sockets cannot be read.
+
+    Raises:
+        AudioLoadError: no such file, a directory, or not a regular file (the kind is named).
+    """
+    try:
+        mode = os.stat(path).st_mode  # follows links; never blocks, even on a FIFO
+    except FileNotFoundError:
+        kind = "dangling symbolic link" if os.path.islink(path) else "no such file"
+        raise AudioLoadError(path, kind) from None
+    except OSError as exc:  # ELOOP (symlink loop), EACCES, ENAMETOOLONG, ...
+        raise AudioLoadError(path, f"cannot access ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode):
+        return
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+             stat.S_ISSOCK: "a socket"}  # fmt: skip
+    kind = next((k for test, k in kinds.items() if test(mode)), "not a regular file")
+    raise AudioLoadError(path, f"is {kind}, not an audio file")
+
+
 def info(path: str | os.PathLike) -> tuple[int, int, int]:
     """``(sample_rate, channels, frames)`` of a file without decoding it (soundfile formats)."""
+    require_regular_file(Path(path))
     try:
-        i = sf.info(str(path))
+        i = sf.info(native_path(path))
     except Exception as exc:  # soundfile raises several types
         raise AudioLoadError(path, f"cannot read audio header ({exc})") from None
     return int(i.samplerate), int(i.channels), int(i.frames)
@@ -83,17 +114,14 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
             samples that are not finite; the message names the file.
     """
     p = Path(path)
-    if not p.exists():
-        raise AudioLoadError(p, "no such file")
-    if p.is_dir():
-        raise AudioLoadError(p, "is a directory, not an audio file")
+    require_regular_file(p)
     if p.stat().st_size == 0:
         raise AudioLoadError(p, "empty file (0 bytes)")
     if p.suffix.lower() in CONTAINER_EXTENSIONS:
         data, sr = _load_with_av(p)
     else:
         try:
-            array, sr = sf.read(str(p), dtype="float32", always_2d=True)
+            array, sr = sf.read(native_path(p), dtype="float32", always_2d=True)
         except Exception as exc:
             raise AudioLoadError(p, f"cannot decode audio ({exc})") from None
         data = np.ascontiguousarray(array.T)  # soundfile gives (samples, channels)
@@ -115,7 +143,7 @@ def _load_with_av(path: Path) -> tuple[np.ndarray, int]:
             path, "decoding this container needs PyAV: pip install 'audiorep[av]'"
         ) from None
     try:
-        with av.open(str(path)) as container:
+        with open(path, "rb") as fh, av.open(fh) as container:
             streams = container.streams.audio
             if not streams:
                 raise AudioLoadError(path, "container has no audio stream")

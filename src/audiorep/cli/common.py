@@ -21,10 +21,16 @@ class CommandError(Exception):
     """A user-facing error: printed as ``audiorep <command>: <message>``, exit status 2."""
 
 
+def display(text: object) -> str:
+    """``text`` safe to print on any terminal: bytes of file names that are not valid UTF-8
+    (held as surrogates) are shown as ``\\xNN`` escapes instead of raising on output."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def fail(command: str, message: object) -> int:
     """Print ``audiorep <command>: <message>`` on stderr; returns :data:`EXIT_USAGE`."""
     text = message.args[0] if isinstance(message, KeyError) and message.args else message
-    print(f"audiorep {command}: {text}", file=sys.stderr)
+    print(display(f"audiorep {command}: {text}"), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -105,6 +111,7 @@ __all__ = [
     "add_device_option",
     "add_seed_option",
     "add_weights_option",
+    "display",
     "fail",
     "parse_device",
     "positive_int",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from audiorep.cli.common import add_device_option, add_seed_option, positive_int
+from audiorep.cli.common import add_device_option, add_seed_option, display, positive_int
 from audiorep.cli.common import fail as _fail
 
 
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         return fail(str(exc))
     for line in summary.lines():
-        print(line)
+        print(display(line))
     if summary.failures:
         print(f"failures listed in {Path(args.out) / FAILURES_FILE}")
     return 1 if summary.failures else 0

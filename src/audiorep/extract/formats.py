@@ -30,23 +30,46 @@ import numpy as np
 from audiorep.extract.engine import FileResult
 from audiorep.extract.inputs import InputItem, output_names
 from audiorep.extract.writers import write_bytes_atomic, write_npz_atomic
+from audiorep.hashing import state_dict_sha256
 from audiorep.pipelines import EMBEDDING_KEY_FIELDS as KEY_FIELDS
 
 FORMATS = ("npz", "parquet", "tfrecord")
+#: Settings that change an output's arrays: the bundle's embedding keys, plus the PCA
+#: parameters (the ``quantized`` bytes) and the fusion layers (the ``fusion*`` arrays).
+#: ``--resume`` redoes an output whose stored values differ in any of them.
+OUTPUT_KEY_FIELDS = (*KEY_FIELDS, "pca_sha256", "fusion")
+
+
+def output_settings(bundle, fusion_layers: Sequence[int | str] | None = None) -> dict:
+    """``bundle.settings()`` plus what else shapes the written arrays (see
+    :data:`OUTPUT_KEY_FIELDS`); stored in every output."""
+    settings = dict(bundle.settings())
+    post = getattr(bundle, "postprocessor", None)
+    settings["pca_sha256"] = state_dict_sha256(post) if post is not None else None
+    settings["fusion"] = [str(x) for x in fusion_layers] if fusion_layers else None
+    return settings
 
 
 def _same_settings(stored: dict, current: dict) -> bool:
-    return all(stored.get(k) == current.get(k) for k in KEY_FIELDS)
+    return all(stored.get(k) == current.get(k) for k in OUTPUT_KEY_FIELDS)
+
+
+def _text(value: object) -> str:
+    """A path as valid UTF-8 text for columns and ids: undecodable name bytes (surrogates)
+    become backslash escapes instead of failing the encoder."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class NpzOutput:
     """One ``.npz`` per input under ``out_dir`` (see module docstring)."""
 
-    def __init__(self, out_dir: Path, items: Sequence[InputItem], bundle) -> None:
+    def __init__(
+        self, out_dir: Path, items: Sequence[InputItem], bundle, fusion_layers=None
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.items = items
         self.bundle = bundle
-        self.settings = bundle.settings()
+        self.settings = output_settings(bundle, fusion_layers)
         self._settings_json = np.array(json.dumps(self.settings, sort_keys=True))
         self.names = output_names(items, ".npz")
 
@@ -97,13 +120,15 @@ class _ShardedOutput:
 
     suffix = ""
 
-    def __init__(self, out_dir: Path, items: Sequence[InputItem], bundle, shard_size: int):
+    def __init__(
+        self, out_dir: Path, items: Sequence[InputItem], bundle, shard_size: int, fusion_layers=None
+    ):
         if shard_size < 1:
             raise ValueError("shard size must be >= 1")
         self.out_dir = Path(out_dir)
         self.items = items
         self.bundle = bundle
-        self.settings = bundle.settings()
+        self.settings = output_settings(bundle, fusion_layers)
         self.shard_size = shard_size
         self.num_shards = -(-len(items) // shard_size)
         self._results: dict[int, dict[int, FileResult]] = {}
@@ -111,8 +136,19 @@ class _ShardedOutput:
     def shard_path(self, shard: int) -> Path:
         return self.out_dir / f"part-{shard:05d}{self.suffix}"
 
+    def settings_path(self, shard: int) -> Path:
+        """Beside each shard: the settings it was written with (written after the shard, so
+        a shard without one is incomplete)."""
+        path = self.shard_path(shard)
+        return path.with_name(path.name + ".settings.json")
+
     def shard_done(self, shard: int) -> bool:
-        return self.shard_path(shard).exists()
+        """Written, and with this run's settings (any output-changing difference redoes it)."""
+        try:
+            stored = json.loads(self.settings_path(shard).read_text())
+        except (OSError, ValueError):
+            return False
+        return self.shard_path(shard).exists() and _same_settings(stored, self.settings)
 
     def pending(self) -> list[int]:
         todo = []
@@ -130,7 +166,10 @@ class _ShardedOutput:
         size = min(len(self.items), lo + self.shard_size) - lo
         if len(got) == size:
             ordered = [got[i] for i in range(lo, lo + size) if got[i].error is None]
+            self.settings_path(shard).unlink(missing_ok=True)
             write_bytes_atomic(self.shard_path(shard), self.encode(ordered))
+            text = json.dumps(self.settings, sort_keys=True, indent=1)
+            write_bytes_atomic(self.settings_path(shard), text.encode())
             del self._results[shard]
 
     def encode(self, results: list[FileResult]) -> bytes:  # pragma: no cover - abstract
@@ -152,14 +191,14 @@ class _ShardedOutput:
 class ParquetOutput(_ShardedOutput):
     suffix = ".parquet"
 
-    def __init__(self, out_dir, items, bundle, shard_size=256):
+    def __init__(self, out_dir, items, bundle, shard_size=256, fusion_layers=None):
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
             raise RuntimeError(
                 "--format parquet needs pyarrow: pip install 'audiorep[parquet]'"
             ) from exc
-        super().__init__(out_dir, items, bundle, shard_size)
+        super().__init__(out_dir, items, bundle, shard_size, fusion_layers)
 
     def encode(self, results: list[FileResult]) -> bytes:
         import pyarrow as pa
@@ -170,8 +209,8 @@ class ParquetOutput(_ShardedOutput):
         embs, quants = [], []
         for r in results:
             n = r.embeddings.shape[0]
-            paths += [str(r.item.path)] * n
-            rels += [r.item.rel] * n
+            paths += [_text(r.item.path)] * n
+            rels += [_text(r.item.rel)] * n
             idx.append(np.arange(n, dtype=np.int32))
             starts.append(r.timestamps)
             ends.append(r.ends)
@@ -209,13 +248,13 @@ class ParquetOutput(_ShardedOutput):
 class TFRecordOutput(_ShardedOutput):
     suffix = ".tfrecord"
 
-    def __init__(self, out_dir, items, bundle, shard_size=256):
+    def __init__(self, out_dir, items, bundle, shard_size=256, fusion_layers=None):
         if getattr(bundle, "postprocessor", None) is None:
             raise RuntimeError(
                 "--format tfrecord writes the AudioSet layout (PCA-quantised bytes): it needs "
                 "PCA parameters (--pca PATH, or weights that come with them)"
             )
-        super().__init__(out_dir, items, bundle, shard_size)
+        super().__init__(out_dir, items, bundle, shard_size, fusion_layers)
 
     def encode(self, results: list[FileResult]) -> bytes:
         from audiorep.data.example import serialize_sequence_example
@@ -225,7 +264,7 @@ class TFRecordOutput(_ShardedOutput):
         for r in results:
             q = self._quantized(r.embeddings)
             context = {
-                "video_id": [str(PurePosixPath(r.item.rel).with_suffix("")).encode()],
+                "video_id": [_text(PurePosixPath(r.item.rel).with_suffix("")).encode()],
                 "start_time_seconds": np.array([0.0], np.float32),
                 "end_time_seconds": np.array([r.duration], np.float32),
                 "labels": np.zeros(0, np.int64),
@@ -236,15 +275,31 @@ class TFRecordOutput(_ShardedOutput):
         return b"".join(out)
 
 
-def make_output(fmt: str, out_dir: Path, items: Sequence[InputItem], bundle, shard_size: int = 256):
-    """The writer for ``fmt`` (one of :data:`FORMATS`)."""
+def make_output(
+    fmt: str,
+    out_dir: Path,
+    items: Sequence[InputItem],
+    bundle,
+    shard_size: int = 256,
+    fusion_layers: Sequence[int | str] | None = None,
+):
+    """The writer for ``fmt`` (one of :data:`FORMATS`); ``fusion_layers`` is recorded in the
+    outputs' settings so that ``--resume`` notices a change."""
     if fmt == "npz":
-        return NpzOutput(out_dir, items, bundle)
+        return NpzOutput(out_dir, items, bundle, fusion_layers)
     if fmt == "parquet":
-        return ParquetOutput(out_dir, items, bundle, shard_size)
+        return ParquetOutput(out_dir, items, bundle, shard_size, fusion_layers)
     if fmt == "tfrecord":
-        return TFRecordOutput(out_dir, items, bundle, shard_size)
+        return TFRecordOutput(out_dir, items, bundle, shard_size, fusion_layers)
     raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-__all__ = ["FORMATS", "NpzOutput", "ParquetOutput", "TFRecordOutput", "make_output"]
+__all__ = [
+    "FORMATS",
+    "OUTPUT_KEY_FIELDS",
+    "NpzOutput",
+    "ParquetOutput",
+    "TFRecordOutput",
+    "make_output",
+    "output_settings",
+]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from audiorep.audio import AUDIO_EXTENSIONS
+from audiorep.audio import AUDIO_EXTENSIONS, AudioLoadError, require_regular_file
 
 LIST_EXTENSIONS = (".txt", ".lst", ".csv", ".tsv")
 
@@ -31,11 +31,18 @@ def _normalise_exts(extensions: Iterable[str] | None) -> frozenset[str]:
     return frozenset(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
 
 
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: name it by its own absolute path
+        return Path(os.path.abspath(path))
+
+
 def _rel_for(path: Path, base: Path) -> str:
     try:
-        return path.resolve().relative_to(base.resolve()).as_posix()
+        return _resolved(path).relative_to(_resolved(base)).as_posix()
     except ValueError:  # outside the list's folder: keep the path without its anchor
-        parts = path.resolve().parts[1:]
+        parts = _resolved(path).parts[1:]
         return PurePosixPath(*parts).as_posix()
 
 
@@ -69,7 +76,9 @@ def read_list_file(path: Path) -> list[InputItem]:
 
 
 def collect_inputs(
-    inputs: Sequence[str | os.PathLike], extensions: Iterable[str] | None = None
+    inputs: Sequence[str | os.PathLike],
+    extensions: Iterable[str] | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[InputItem]:
     """Expand files, folders and list files into :class:`InputItem` s (sorted per folder).
 
@@ -77,6 +86,10 @@ def collect_inputs(
     container extension audiorep decodes). A file whose extension is in
     :data:`LIST_EXTENSIONS` is read as a list of paths. A path that does not exist raises
     ``FileNotFoundError`` before any work starts; listed files are checked when read.
+
+    In folders, entries with an audio extension that are not regular files (dangling links,
+    symlink loops, FIFOs, devices) are not embedded; with ``skipped`` given, each is appended
+    to it as ``(path, reason)`` so the run can report it.
     """
     exts = _normalise_exts(extensions)
     found: list[InputItem] = []
@@ -84,8 +97,15 @@ def collect_inputs(
         p = Path(item)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in exts and not f.name.startswith("."):
+                if f.suffix.lower() not in exts or f.name.startswith("."):
+                    continue
+                if f.is_file():
                     found.append(InputItem(f, f.relative_to(p).as_posix()))
+                elif skipped is not None and not f.is_dir():
+                    try:
+                        require_regular_file(f)
+                    except AudioLoadError as exc:
+                        skipped.append((str(f), str(exc)))
         elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
             found += read_list_file(p)
         elif p.exists():

@@ -69,9 +69,10 @@ def embed_files(
         is_vggish = hasattr(bundle.windowing, "hop_frames")
         fusion = (GeneralPurposeVGGish(bundle.model, fusion_layers) if is_vggish
                   else (bundle.fusion_module(fusion_layers) and list(fusion_layers)))  # fmt: skip
-    items = collect_inputs(inputs, extensions)
+    skipped: list[tuple[str, str]] = []
+    items = collect_inputs(inputs, extensions, skipped)
     with claim_output_dir(out_dir) as out:
-        writer = make_output(fmt, out, items, bundle, shard_size)
+        writer = make_output(fmt, out, items, bundle, shard_size, fusion_layers)
         todo = writer.pending() if resume else list(range(len(items)))
         summary = embed_corpus(
             bundle,
@@ -86,16 +87,24 @@ def embed_files(
             progress=progress,
         )
         writer.close()
+        summary.failures.extend(skipped)  # not regular files: reported, never opened
         write_failures(out, summary.failures)
     return summary
+
+
+def tsv_field(text: str) -> str:
+    """One TSV field: backslashes, tabs, carriage returns and newlines escaped as two-character
+    backslash sequences, so that any file name keeps the two columns intact."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def write_failures(out_dir: Path, failures: Sequence[tuple[str, str]]) -> None:
     """``<out>/failures.tsv`` (path, reason) written atomically; removed when there are none."""
     path = Path(out_dir) / FAILURES_FILE
     if failures:
-        lines = "".join(f"{p}\t{r.replace(chr(9), ' ')}\n" for p, r in failures)
-        write_bytes_atomic(path, lines.encode())
+        lines = "".join(f"{tsv_field(p)}\t{tsv_field(r)}\n" for p, r in failures)
+        # surrogateescape: a name that is not valid UTF-8 is written as its original bytes
+        write_bytes_atomic(path, lines.encode("utf-8", "surrogateescape"))
     elif path.exists():
         path.unlink()
 

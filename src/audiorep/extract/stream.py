@@ -22,7 +22,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from audiorep.audio import CONTAINER_EXTENSIONS, AudioLoadError, load
+from audiorep.audio import (
+    CONTAINER_EXTENSIONS,
+    AudioLoadError,
+    load,
+    native_path,
+    require_regular_file,
+)
 from audiorep.frontends.vggish import (
     EXAMPLE_SAMPLES,
     HOP_LENGTH,
@@ -74,14 +80,13 @@ class ClipExamples:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         p = self.path
-        if not p.exists():
-            raise AudioLoadError(p, "no such file")
-        if p.is_file() and p.stat().st_size == 0:
+        require_regular_file(p)
+        if p.stat().st_size == 0:
             raise AudioLoadError(p, "empty file (0 bytes)")
         streamable = p.suffix.lower() not in CONTAINER_EXTENSIONS
         if streamable and not self.windowing.peak_normalize:
             try:
-                info = sf.info(str(p))
+                info = sf.info(native_path(p))
             except Exception:  # let the whole-file path produce the precise error
                 info = None
             if info is not None and info.frames > 0:
@@ -124,7 +129,7 @@ class ClipExamples:
         buf_start = 0
         read_pos = 0
         try:
-            f = sf.SoundFile(str(self.path))
+            f = sf.SoundFile(native_path(self.path))
         except Exception as exc:
             raise AudioLoadError(self.path, f"cannot decode audio ({exc})") from None
         with f:
