@@ -408,3 +408,27 @@ def test_resume_redoes_outputs_whose_pca_or_fusion_changed(corpus, tmp_path, cap
     assert "quantized" not in table.column_names
     sidecar = json.loads((pq_out / "part-00000.parquet.settings.json").read_text())
     assert sidecar["pca_sha256"] is None
+
+
+def test_implausible_rates_and_overlong_files_are_refused_fast(tmp_path, monkeypatch, capsys):
+    """Issue 12 item 3: a 20 KB WAV at 1 Hz (10,000 s of "audio") allocated 3.2 GB; one at
+    7 Hz took 142 s. Now both are refused from the header, and a per-file ceiling applies."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rs = np.random.RandomState(0)
+    sf.write(src / "one_hz.wav", rs.randn(10_000).astype(np.float32) * 0.1, 1)
+    sf.write(src / "seven_hz.wav", rs.randn(17_500).astype(np.float32) * 0.1, 7)
+    sf.write(src / "three_s.wav", rs.randn(48_000).astype(np.float32) * 0.1, 16000)
+    sf.write(src / "one_s.wav", rs.randn(16_000).astype(np.float32) * 0.1, 16000)
+    with pytest.raises(audiorep.audio.AudioLoadError, match="1 Hz is implausible"):
+        audiorep.audio.load(src / "one_hz.wav")
+    monkeypatch.setenv("AUDIOREP_MAX_SECONDS", "14400")  # restored after the test
+    out = tmp_path / "out"
+    args = ["embed", str(src), "-o", str(out), "--weights", "random", "-q", "--max-seconds", "2"]
+    assert main(args) == 1
+    report = (out / "failures.tsv").read_text()
+    assert "sample rate 1 Hz is implausible" in report and "7 Hz is implausible" in report
+    assert "3 s of audio exceeds the per-file limit of 2 s" in report
+    assert sorted(p.name for p in out.glob("*.npz")) == ["one_s.npz"]
+    assert main(["embed", str(src), "-o", str(tmp_path / "o2"), "--max-seconds", "0", "-q"]) == 2
+    assert "--max-seconds must be > 0" in capsys.readouterr().err

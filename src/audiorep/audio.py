@@ -26,6 +26,30 @@ AUDIO_EXTENSIONS = (
 )
 
 
+#: Sample rates accepted from files, Hz: below 1 kHz a "file" is almost surely not audio (a
+#: 20 KB WAV at 1 Hz claims 10,000 s and made the frontend allocate 3.2 GB).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
+#: Longest decoded audio accepted per file, seconds (``AUDIOREP_MAX_SECONDS`` overrides it,
+#: as does ``--max-seconds`` on the commands that decode audio).
+DEFAULT_MAX_SECONDS = 4 * 3600.0
+ENV_MAX_SECONDS = "AUDIOREP_MAX_SECONDS"
+
+
+def max_seconds() -> float:
+    """The per-file ceiling on decoded audio in seconds (``AUDIOREP_MAX_SECONDS`` or 4 h)."""
+    text = os.environ.get(ENV_MAX_SECONDS)
+    if not text:
+        return DEFAULT_MAX_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{ENV_MAX_SECONDS}={text!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{ENV_MAX_SECONDS}={text!r}: must be > 0")
+    return value
+
+
 class AudioLoadError(ValueError):
     """A file could not be decoded into audio; the message names the file and the reason."""
 
@@ -88,6 +112,28 @@ def require_regular_file(path: Path) -> None:
     raise AudioLoadError(path, f"is {kind}, not an audio file")
 
 
+def check_size(path: str | os.PathLike, sample_rate: int, frames: int) -> None:
+    """Refuse implausible sample rates and more audio than :func:`max_seconds` allows, before
+    decoding (from the header) or right after (containers).
+
+    Raises:
+        AudioLoadError: naming the file, the value and the accepted range / the limit.
+    """
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioLoadError(
+            path,
+            f"sample rate {sample_rate} Hz is implausible for audio (accepted: "
+            f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)",
+        )
+    limit = max_seconds()
+    if frames / sample_rate > limit:
+        raise AudioLoadError(
+            path,
+            f"{frames / sample_rate:.0f} s of audio exceeds the per-file limit of {limit:.0f} s "
+            f"(raise it with {ENV_MAX_SECONDS} or --max-seconds)",
+        )
+
+
 def info(path: str | os.PathLike) -> tuple[int, int, int]:
     """``(sample_rate, channels, frames)`` of a file without decoding it (soundfile formats)."""
     require_regular_file(Path(path))
@@ -110,8 +156,9 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
         ``(samples,)`` with ``mono=True``), and the file's sample rate in Hz.
 
     Raises:
-        AudioLoadError: missing, unreadable, unsupported, empty or zero-length files, or
-            samples that are not finite; the message names the file.
+        AudioLoadError: missing, unreadable, unsupported, empty or zero-length files, samples
+            that are not finite, an implausible sample rate or more audio than
+            :func:`max_seconds`; the message names the file.
     """
     p = Path(path)
     require_regular_file(p)
@@ -119,7 +166,13 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
         raise AudioLoadError(p, "empty file (0 bytes)")
     if p.suffix.lower() in CONTAINER_EXTENSIONS:
         data, sr = _load_with_av(p)
+        check_size(p, int(sr), data.shape[-1])
     else:
+        try:
+            header = sf.info(native_path(p))
+        except Exception as exc:
+            raise AudioLoadError(p, f"cannot decode audio ({exc})") from None
+        check_size(p, int(header.samplerate), int(header.frames))
         try:
             array, sr = sf.read(native_path(p), dtype="float32", always_2d=True)
         except Exception as exc:

@@ -36,7 +36,9 @@ import torch
 from audiorep.cli.common import (
     CommandError,
     add_device_option,
+    add_max_seconds_option,
     add_seed_option,
+    apply_max_seconds,
     fail,
     positive_int,
 )
@@ -629,12 +631,17 @@ def _add_tag(sub: Any) -> None:
     p.add_argument("--ext", default=None, help="extensions searched in folders, comma-separated")
     add_device_option(p)
     add_seed_option(p)
+    add_max_seconds_option(p)
     p.add_argument("--json", metavar="PATH", default=None, help="write results ('-': stdout)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_tag)
 
 
 def _cmd_tag(args: argparse.Namespace) -> int:
+    try:
+        apply_max_seconds(args)
+    except CommandError as exc:
+        return _fail("tag", exc)
     from audiorep.extract.inputs import collect_inputs
     from audiorep.pipelines import WeightsUnavailableError, load
     from audiorep.weights import WeightsError

@@ -85,6 +85,31 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_max_seconds_option(p: argparse.ArgumentParser) -> None:
+    """``--max-seconds``: the per-file ceiling on decoded audio (see ``audiorep.audio``)."""
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="refuse files holding more than S seconds of audio (default: $AUDIOREP_MAX_SECONDS "
+        "or 14400 = 4 h); implausible sample rates (< 1 kHz or > 768 kHz) are always refused",
+    )
+
+
+def apply_max_seconds(args: argparse.Namespace) -> None:
+    """Make ``--max-seconds`` the process-wide limit (inherited by decoding workers)."""
+    import os
+
+    from audiorep.audio import ENV_MAX_SECONDS
+
+    value = getattr(args, "max_seconds", None)
+    if value is not None:
+        if not value > 0:
+            raise CommandError(f"--max-seconds must be > 0, got {value}")
+        os.environ[ENV_MAX_SECONDS] = repr(float(value))
+
+
 def add_device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", type=parse_device, help="torch device (default: cpu)")
 
@@ -109,6 +134,8 @@ __all__ = [
     "CommandError",
     "add_batch_size_option",
     "add_device_option",
+    "add_max_seconds_option",
+    "apply_max_seconds",
     "add_seed_option",
     "add_weights_option",
     "display",

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import torch
 
-from audiorep.cli.common import add_device_option, add_seed_option, display, positive_int
+from audiorep.cli.common import (
+    CommandError,
+    add_device_option,
+    add_max_seconds_option,
+    add_seed_option,
+    apply_max_seconds,
+    display,
+    positive_int,
+)
 from audiorep.cli.common import fail as _fail
 
 
@@ -131,6 +139,7 @@ def register(sub) -> None:
     )
     p.add_argument("--skip-existing", action="store_true", help=argparse.SUPPRESS)
     add_seed_option(p)
+    add_max_seconds_option(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     from audiorep.extract.ray_engine import add_ray_arguments
 
@@ -139,6 +148,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        apply_max_seconds(args)
+    except CommandError as exc:
+        return _fail("embed", exc)
     from audiorep.extract.runner import FAILURES_FILE, embed_files
     from audiorep.features.fusion import GeneralPurposeVGGish, parse_layers
     from audiorep.frontends.vggish import VGGISH_WINDOWING, Windowing

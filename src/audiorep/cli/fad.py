@@ -11,7 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from audiorep.cli.common import add_device_option, add_seed_option, positive_int
+from audiorep.cli.common import (
+    CommandError,
+    add_device_option,
+    add_max_seconds_option,
+    add_seed_option,
+    apply_max_seconds,
+    positive_int,
+)
 from audiorep.cli.common import fail as _fail
 
 
@@ -50,6 +57,7 @@ def register(sub) -> None:
         help="VGGish weights (file, registry name or 'random'); default: cached",
     )
     add_seed_option(p)
+    add_max_seconds_option(p)
     add_device_option(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="examples per model batch")
     p.add_argument(
@@ -121,6 +129,10 @@ def _cache(args: argparse.Namespace, bundle):
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        apply_max_seconds(args)
+    except CommandError as exc:
+        return _fail("fad", exc)
     from audiorep.fad.presets import get_preset
     from audiorep.fad.report import compare_sets
     from audiorep.fad.sources import SetError, open_set

@@ -25,6 +25,7 @@ import torch
 from audiorep.audio import (
     CONTAINER_EXTENSIONS,
     AudioLoadError,
+    check_size,
     load,
     native_path,
     require_regular_file,
@@ -90,6 +91,7 @@ class ClipExamples:
             except Exception:  # let the whole-file path produce the precise error
                 info = None
             if info is not None and info.frames > 0:
+                check_size(p, int(info.samplerate), int(info.frames))
                 n16 = output_length(int(info.frames), int(info.samplerate), SAMPLE_RATE)
                 if self.windowing.num_examples(n16) > 0:
                     yield from self._stream(int(info.samplerate), int(info.frames))
