@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-isa lint format bench clean
+.PHONY: venv demo test test-isa fuzz lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ ISA_DEFAULT := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_I
 test-isa: $(STAMP)
 	$(ISA_AVX2) $(PY) -m pytest -q -m numeric
 	$(ISA_DEFAULT) $(PY) -m pytest -q -m numeric
+
+# Coverage-guided fuzzing of the parsers (atheris), FUZZ_SECONDS per target; findings are
+# written as crash-* files: fix, then add them to tests/fixtures/fuzz/<target>/.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet atheris
+	cd $(VENV) && $(abspath $(PY)) $(abspath tools/fuzz.py) all $(FUZZ_SECONDS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,13 @@ def max_seconds() -> float:
     if not value > 0:
         raise ValueError(f"{ENV_MAX_SECONDS}={text!r}: must be > 0")
     return value
+
+
+_READ_BLOCK = 1 << 16  # frames per soundfile read
+
+
+class DamagedAudioWarning(UserWarning):
+    """A file decoded only in part (truncated or damaged); the message names it."""
 
 
 class AudioLoadError(ValueError):
@@ -169,15 +177,19 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
         check_size(p, int(sr), data.shape[-1])
     else:
         try:
-            header = sf.info(native_path(p))
+            with sf.SoundFile(native_path(p)) as f:
+                sr, declared = int(f.samplerate), int(f.frames)
+                check_size(p, sr, declared)
+                # In blocks: a header that lies about its length cannot make us allocate it.
+                blocks = list(f.blocks(_READ_BLOCK, dtype="float32", always_2d=True))
+        except AudioLoadError:
+            raise
         except Exception as exc:
             raise AudioLoadError(p, f"cannot decode audio ({exc})") from None
-        check_size(p, int(header.samplerate), int(header.frames))
-        try:
-            array, sr = sf.read(native_path(p), dtype="float32", always_2d=True)
-        except Exception as exc:
-            raise AudioLoadError(p, f"cannot decode audio ({exc})") from None
+        array = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
         data = np.ascontiguousarray(array.T)  # soundfile gives (samples, channels)
+        if data.shape[-1] and not warn_if_wav_truncated(p, data.shape[-1]):
+            _warn_damaged(p, declared, data.shape[-1])
     if data.shape[-1] == 0:
         raise AudioLoadError(p, "zero-length audio (no samples)")
     if not np.isfinite(data).all():
@@ -186,6 +198,52 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
     if mono:
         waveform = waveform.mean(dim=0) if waveform.shape[0] > 1 else waveform[0]
     return waveform, int(sr)
+
+
+def _warn_damaged(path: Path, declared: int, decoded: int) -> bool:
+    if decoded >= declared:
+        return False
+    warnings.warn(
+        f"{path}: damaged or truncated audio: the header declares {declared} frames, "
+        f"{decoded} could be decoded; using those",
+        DamagedAudioWarning,
+        stacklevel=3,
+    )
+    return True
+
+
+def warn_if_wav_truncated(path: str | os.PathLike, frames: int) -> bool:
+    """Warn (:class:`DamagedAudioWarning`) when a WAV's header declares more frames than the
+    ``frames`` available; libsndfile sizes a WAV by its file length, so a truncated file or a
+    lying header is otherwise accepted silently. Returns whether it warned."""
+    p = Path(path)
+    if p.suffix.lower() not in (".wav", ".wave"):
+        return False
+    declared = _wav_declared_frames(p)
+    return declared is not None and _warn_damaged(p, declared, frames)
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """Frames a RIFF/WAVE header declares (``data`` chunk size / block align), or None when the
+    header cannot be parsed (then libsndfile's own count stands)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    pos, block_align = 12, None
+    while pos + 8 <= len(head):
+        tag, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if tag == b"fmt " and pos + 22 <= len(head):
+            block_align = int.from_bytes(head[pos + 20 : pos + 22], "little")
+        elif tag == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):  # unknown / streaming / RF64
+                return None
+            return size // block_align
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _load_with_av(path: Path) -> tuple[np.ndarray, int]:

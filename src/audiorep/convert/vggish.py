@@ -373,8 +373,18 @@ def _sniff(path: Path) -> str:
 
 def _read_npz(path: Path) -> dict[str, Any]:
     # allow_pickle=False: object arrays are refused instead of unpickled.
-    with np.load(path, allow_pickle=False) as z:
-        return {key: z[key] for key in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:  # fmt: skip - damaged zip, unsupported zip features
+        raise WeightsFormatError(f"{path}: not a readable .npz ({exc})") from None
 
 
 def _read_torch(path: Path) -> dict[str, Any]:

@@ -53,7 +53,8 @@ def read_list_file(path: Path) -> list[InputItem]:
     rows: list[str] = []
     if path.suffix.lower() in (".csv", ".tsv"):
         delim = "\t" if path.suffix.lower() == ".tsv" else ","
-        with open(path, newline="") as fh:
+        # surrogateescape: paths that are not valid UTF-8 keep their bytes, as file names do
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
             reader = csv.reader(fh, delimiter=delim)
             header = next(reader, None)
             if header is None:
@@ -63,13 +64,18 @@ def read_list_file(path: Path) -> list[InputItem]:
                 rows.append(header[0])
             rows += [r[col] for r in reader if len(r) > col and r[col].strip()]
     else:
-        for line in path.read_text().splitlines():
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 rows.append(line)
     items = []
-    for r in rows:
-        p = Path(r.strip()).expanduser()
+    for number, r in enumerate(rows, 1):
+        if "\x00" in r:
+            raise ValueError(f"{path}: entry {number} contains a NUL byte; not a list of paths")
+        try:
+            p = Path(r.strip()).expanduser()
+        except RuntimeError:  # "~user" for an unknown user, or no home directory at all
+            raise ValueError(f"{path}: entry {number}: cannot expand {r.strip()!r}") from None
         p = p if p.is_absolute() else base / p
         items.append(InputItem(p, _rel_for(p, base)))
     return items

@@ -29,6 +29,7 @@ from audiorep.audio import (
     load,
     native_path,
     require_regular_file,
+    warn_if_wav_truncated,
 )
 from audiorep.frontends.vggish import (
     EXAMPLE_SAMPLES,
@@ -92,6 +93,7 @@ class ClipExamples:
                 info = None
             if info is not None and info.frames > 0:
                 check_size(p, int(info.samplerate), int(info.frames))
+                warn_if_wav_truncated(p, int(info.frames))
                 n16 = output_length(int(info.frames), int(info.samplerate), SAMPLE_RATE)
                 if self.windowing.num_examples(n16) > 0:
                     yield from self._stream(int(info.samplerate), int(info.frames))

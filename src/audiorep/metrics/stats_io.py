@@ -19,6 +19,7 @@ Formats, as verified against the peers' sources (no TensorFlow or fadtk is neede
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,40 @@ def save_fadtk_stats(stats: GaussianStats, path: str | Path, model: str) -> Path
     return p
 
 
+class StatsFormatError(ValueError):
+    """A statistics file could not be read; the message names the file and the problem."""
+
+
 def load_stats(path: str | Path, *, model: str | None = None) -> GaussianStats:
-    """Load statistics of any supported format (audiorep npz, fadtk npz/folder, google TFRecord)."""
+    """Load statistics of any supported format (audiorep npz, fadtk npz/folder, google TFRecord).
+
+    Raises:
+        FileNotFoundError: no such file or folder.
+        StatsFormatError: anything else that stops reading it (a damaged zip or TFRecord,
+            missing arrays, pickled objects, inconsistent shapes), naming the file.
+    """
     p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such statistics file: {p}")
+    try:
+        return _load_stats(p, model)
+    except StatsFormatError:
+        raise
+    except (
+        ValueError,
+        KeyError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:  # fmt: skip - zipfile: unsupported versions, encryption
+        text = str(exc)
+        where = "" if str(p) in text else f"{p}: "
+        raise StatsFormatError(f"{where}not a readable statistics file ({text})") from None
+
+
+def _load_stats(p: Path, model: str | None) -> GaussianStats:
     if p.is_dir():
         return load_fadtk_stats(p, model)
     with open(p, "rb") as fh:
