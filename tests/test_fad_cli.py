@@ -334,3 +334,39 @@ def test_cli_fad_bad_input_exits_2(tmp_path, capsys):
     assert "nope: no such file or folder" in capsys.readouterr().err
     assert main(["fad", str(tmp_path), str(tmp_path), "--hop", "0.123"]) == 2
     assert "multiple of 0.01" in capsys.readouterr().err
+
+
+def test_fad_cautions(tmp_path, capsys):
+    """Issue 12 item 13: FAD without caution. An indefinite covariance scored normally; 2
+    embeddings against d = 128 and FAD-inf from 2 rows were reported like any other value; the
+    plot did not say the weights were random; --plot on statistics refused to run."""
+    from audiorep.fad import compare_sets, open_set
+    from audiorep.metrics import GaussianStats
+
+    rs = np.random.RandomState(0)
+    good = GaussianStats.from_moments(np.zeros(4), np.eye(4), 100)
+    good.save(tmp_path / "good.npz")
+    bad_cov = np.eye(4)
+    # positive variances, eigenvalues 2.0001 and -1e-4: indefinite, yet FD computes (1.17)
+    bad_cov[0, 1] = bad_cov[1, 0] = 1.0001
+    GaussianStats.from_moments(np.zeros(4), bad_cov, 100).save(tmp_path / "bad.npz")
+    report = compare_sets(open_set(tmp_path / "good.npz"), open_set(tmp_path / "bad.npz"))
+    assert any(
+        "not positive semi-definite (smallest eigenvalue -0.0001)" in n for n in report.notes
+    )
+    assert not any("positive semi-definite" in n for n in
+                   compare_sets(open_set(tmp_path / "good.npz"),
+                                open_set(tmp_path / "good.npz")).notes)  # fmt: skip
+    # n <= d, and FAD-inf asked of 3 rows: cautions, not numbers that look normal
+    np.save(tmp_path / "few.npy", rs.randn(3, 8).astype(np.float32))
+    np.save(tmp_path / "many.npy", rs.randn(400, 8).astype(np.float32))
+    few = compare_sets(open_set(tmp_path / "many.npy"), open_set(tmp_path / "few.npy"), inf=True)
+    assert few.fad_inf is None
+    text = " ".join(few.notes)
+    assert "has n = 3 embeddings for d = 8 dimensions" in text
+    assert "FAD-inf not computed" in text and "only N = 3 embeddings" in text
+    # --plot on two statistics files draws what it can instead of refusing
+    png = tmp_path / "p.png"
+    code = main(["fad", str(tmp_path / "good.npz"), str(tmp_path / "bad.npz"), "--plot", str(png)])
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "not positive semi-definite" in capsys.readouterr().out

@@ -189,14 +189,15 @@ def run(args: argparse.Namespace) -> int:
             eval_set,
             preset=preset.name if "bundle" in state else None,
             allow_mismatch=args.allow_mismatch,
-            inf=args.inf or bool(args.plot),
+            # --plot draws what the sets allow: its panels say when a part was not computed
+            inf=args.inf or (bool(args.plot) and eval_set.has_embeddings),
             inf_steps=args.inf_steps,
             inf_min_n=args.inf_min_n,
             inf_replace=not args.inf_no_replace,
             kid=args.kid,
             kid_subsets=args.kid_subsets,
             kid_subset_size=args.kid_subset_size,
-            per_clip=bool(args.per_clip or args.plot),
+            per_clip=bool(args.per_clip) or (bool(args.plot) and eval_set.has_embeddings),
             seed=args.inf_seed,
         )
     except (SetError, WeightsUnavailableError, WeightsError) as exc:

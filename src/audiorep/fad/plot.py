@@ -38,7 +38,9 @@ def plot_report(report: FadReport, path: str | os.PathLike, *, label_worst: int 
     if report.preset:
         title += f"  ·  preset {report.preset}"
     title += f"  ·  n = {report.background.n} vs {report.eval.n}, d = {report.background.dim}"
-    fig.suptitle(title)
+    if any(n.startswith("caution: ") and "random weights" in n for n in report.notes):
+        title += "\nRANDOM WEIGHTS: not meaningful features (plumbing check only)"
+    fig.suptitle(title, color="#C44E52" if "RANDOM" in title else "black")
 
     scores = [c for c in (report.per_clip or []) if math.isfinite(c.fd)]
     if scores:

@@ -213,6 +213,47 @@ def check_comparable(a: EmbeddingSet, b: EmbeddingSet) -> dict | None:
     return sa
 
 
+def cautions(background: EmbeddingSet, eval_set: EmbeddingSet) -> list[str]:
+    """What makes a FAD value unreliable, as report notes (issue 12 item 13):
+
+    * fewer embeddings than dimensions: the covariance is singular (rank <= n - 1) and the
+      value is dominated by bias, not comparable with published numbers;
+    * a covariance from a statistics file that is not positive semi-definite (a damaged or
+      foreign file: every real covariance is PSD);
+    * seeded random weights: the embeddings are not meaningful features.
+    """
+    out = []
+    for s in (background, eval_set):
+        d = s.dim or 0
+        if s.n is not None and d and s.n <= d:
+            out.append(
+                f"caution: {s.source} has n = {s.n} embeddings for d = {d} dimensions: its "
+                "covariance is singular and FAD is dominated by bias; not comparable with "
+                f"published values (use well over {d} embeddings)"
+            )
+        if s.kind == "stats" and d:
+            cov = np.asarray(s.stats.cov, dtype=np.float64)
+            eig = np.linalg.eigvalsh((cov + cov.T) / 2)
+            # Rounding a PSD matrix to float32 storage moves its eigenvalues by at most
+            # ||E||_2 <= d * eps32 * max|eigenvalue|: anything below -tol is not rounding.
+            tol = d * float(np.finfo(np.float32).eps) * max(float(np.abs(eig).max()), 1e-300)
+            if eig[0] < -tol:
+                out.append(
+                    f"caution: the covariance in {s.source} is not positive semi-definite "
+                    f"(smallest eigenvalue {eig[0]:.3g}); the file is damaged or not a "
+                    "covariance, and this FAD is meaningless"
+                )
+    for s in (background, eval_set):
+        settings = s.settings or {}
+        if settings.get("pretrained") is False:
+            out.append(
+                f"caution: {s.source} was embedded with seeded random weights: NOT meaningful "
+                "features, this FAD only checks the plumbing"
+            )
+            break
+    return out
+
+
 def _fad_terms(bg: EmbeddingSet, ev: EmbeddingSet) -> FrechetTerms:
     d = bg.dim or 0
     few = DATA_ROUTE_ROWS_PER_DIM * d
@@ -260,6 +301,7 @@ def compare_sets(
     for s in (background, eval_set):
         if s.n is not None and s.n < 2:
             raise SetError(f"{s.source}: {s.n} embedding(s); FAD needs at least 2 per set")
+    notes += cautions(background, eval_set)
     terms = _fad_terms(background, eval_set)
     report = FadReport(terms, background, eval_set, preset, settings, notes=notes)
 
@@ -271,6 +313,13 @@ def compare_sets(
     ref = None
     if inf or per_clip:
         ref = PreparedReference.from_stats(background.stats)
+    if inf and eval_set.has_embeddings and (eval_set.n or 0) <= inf_min_n:
+        notes.append(
+            f"caution: FAD-inf not computed: it extrapolates FD(n) over n = {inf_min_n}..N and "
+            f"{eval_set.source} has only N = {eval_set.n} embeddings (lower --inf-min-n or "
+            "embed more audio)"
+        )
+        inf = False
     if inf:
         report.fad_inf = fad_inf(
             ref,
@@ -280,6 +329,11 @@ def compare_sets(
             seed=seed,
             replace=inf_replace,
         )
+        if report.fad_inf.value < 0:
+            notes.append(
+                f"caution: FAD-inf {report.fad_inf.value:.4g} < 0: the 1/n fit extrapolated "
+                "below zero (sets nearly identical, or too few points); read it as about 0"
+            )
     if per_clip:
         need_eval("per-clip FAD")
         rows = []
