@@ -91,3 +91,46 @@ def test_postprocessor_takes_numpy_like_the_reference():
     out = post(emb)
     assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == (3, 128)
     np.testing.assert_array_equal(out, post(torch.from_numpy(emb)).numpy())
+
+
+def test_messages_say_what_is_wrong(tmp_path, capsys):
+    """Issue 12 item 14: misleading or missing messages."""
+    import numpy as np
+    import soundfile as sf
+
+    from audiorep.audio import AudioLoadError, load
+
+    fake = tmp_path / "notaudio.mp3"
+    fake.write_text("hello, this is not audio")
+    with pytest.raises(AudioLoadError, match="not a recognised audio format") as exc:
+        load(fake)
+    assert "does not exist" not in str(exc.value) and "notaudio.mp3" in str(exc.value)
+    # an empty folder, or an --ext that matches nothing: exit 2 and say so
+    (tmp_path / "empty").mkdir()
+    rnd = ["--weights", "random", "-q"]
+    assert main(["embed", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), *rnd]) == 2
+    assert "no input files found" in capsys.readouterr().err
+    wav = tmp_path / "in" / "a.wav"
+    wav.parent.mkdir()
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    assert main(["embed", str(wav.parent), "-o", str(tmp_path / "o"), "--ext", "flac", *rnd]) == 2
+    assert "searched for flac" in capsys.readouterr().err
+    # VGGish-only options with another model are refused, not ignored
+    for flags in (["--hop", "0.5"], ["--float32-frontend"], ["--no-pca"]):
+        argv = ["embed", str(wav), "-o", str(tmp_path / "o"), "--model", "cnn14", *flags]
+        assert main(argv) == 2
+        assert f"{flags[0]} apply to VGGish only, not --model cnn14" in capsys.readouterr().err
+    argv = [
+        "embed",
+        str(wav),
+        "-o",
+        str(tmp_path / "o"),
+        "--model",
+        "cnn14",
+        "--format",
+        "tfrecord",
+    ]
+    assert main(argv) == 2 and "AudioSet's VGGish layout" in capsys.readouterr().err
+    # fad with one audio file as a set
+    assert main(["fad", str(wav.parent), str(wav), "--weights", "random", "-q"]) == 2
+    assert "one audio file is not a set" in capsys.readouterr().err

@@ -8,6 +8,7 @@ come back scaled by 1/32768 exactly like the VGGish reference's ``int16 / 32768.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -120,6 +121,16 @@ def require_regular_file(path: Path) -> None:
     raise AudioLoadError(path, f"is {kind}, not an audio file")
 
 
+def decode_reason(exc: BaseException) -> str:
+    """A decoder's error as a reason for :class:`AudioLoadError` (which names the file itself):
+    libsndfile says "File does not exist or is not a regular file" for data it does not
+    recognise, which misleads once the file is known to exist."""
+    text = re.sub(r"^Error opening .*?: ", "", str(exc))
+    if "does not exist or is not a regular file" in text or "Format not recognised" in text:
+        return "not a recognised audio format, or its data is corrupt"
+    return f"cannot decode audio ({text})"
+
+
 def check_size(path: str | os.PathLike, sample_rate: int, frames: int) -> None:
     """Refuse implausible sample rates and more audio than :func:`max_seconds` allows, before
     decoding (from the header) or right after (containers).
@@ -185,7 +196,7 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
         except AudioLoadError:
             raise
         except Exception as exc:
-            raise AudioLoadError(p, f"cannot decode audio ({exc})") from None
+            raise AudioLoadError(p, decode_reason(exc)) from None
         array = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
         data = np.ascontiguousarray(array.T)  # soundfile gives (samples, channels)
         if data.shape[-1] and not warn_if_wav_truncated(p, data.shape[-1]):

@@ -161,6 +161,24 @@ def run(args: argparse.Namespace) -> int:
     def fail(message: object) -> int:
         return _fail("embed", message)
 
+    if args.model != "vggish":  # refuse what would otherwise be silently ignored
+        vggish_only = {
+            "--hop": args.hop,
+            "--float32-frontend": args.float32_frontend,
+            "--torchvggish-compat": args.torchvggish_compat,
+            "--precision": args.precision != "float32",
+            "--pca": args.pca,
+            "--no-pca": args.no_pca,
+            "--low-memory": args.low_memory,
+        }
+        used = [flag for flag, value in vggish_only.items() if value]
+        if used:
+            return fail(f"{', '.join(used)} apply to VGGish only, not --model {args.model}")
+        if args.format == "tfrecord":
+            return fail(
+                "--format tfrecord writes AudioSet's VGGish layout (128 PCA-quantised bytes "
+                f"per example); use npz or parquet with --model {args.model}"
+            )
     try:
         windowing = Windowing.from_hop_seconds(args.hop) if args.hop else VGGISH_WINDOWING
         if args.model != "vggish":

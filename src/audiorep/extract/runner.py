@@ -71,6 +71,11 @@ def embed_files(
                   else (bundle.fusion_module(fusion_layers) and list(fusion_layers)))  # fmt: skip
     skipped: list[tuple[str, str]] = []
     items = collect_inputs(inputs, extensions, skipped)
+    if not items and not skipped:
+        exts = ", ".join(sorted(extensions)) if extensions else "any audio extension"
+        raise FileNotFoundError(
+            f"no input files found in {', '.join(map(str, inputs))} (searched for {exts})"
+        )
     with claim_output_dir(out_dir) as out:
         writer = make_output(fmt, out, items, bundle, shard_size, fusion_layers)
         todo = writer.pending() if resume else list(range(len(items)))

@@ -26,6 +26,7 @@ from audiorep.audio import (
     CONTAINER_EXTENSIONS,
     AudioLoadError,
     check_size,
+    decode_reason,
     load,
     native_path,
     require_regular_file,
@@ -135,7 +136,7 @@ class ClipExamples:
         try:
             f = sf.SoundFile(native_path(self.path))
         except Exception as exc:
-            raise AudioLoadError(self.path, f"cannot decode audio ({exc})") from None
+            raise AudioLoadError(self.path, decode_reason(exc)) from None
         with f:
             for k0 in range(0, total, step):
                 k1 = min(total, k0 + step)
@@ -151,7 +152,7 @@ class ClipExamples:
                             min(_READ_BLOCK, frames - read_pos), dtype="float32", always_2d=True
                         )
                     except Exception as exc:
-                        raise AudioLoadError(self.path, f"cannot decode audio ({exc})") from None
+                        raise AudioLoadError(self.path, decode_reason(exc)) from None
                     if block.shape[0] == 0:
                         raise AudioLoadError(self.path, f"file ends early at frame {read_pos}")
                     if not np.isfinite(block).all():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +274,11 @@ def open_set(
             return _embedding_folder(p, emb)
         exts = ", ".join(sorted(AUDIO_EXTENSIONS | set(EMBEDDING_EXTENSIONS)))
         raise SetError(f"{p}: no audio or embedding files found (looked for {exts})")
+    if p.suffix.lower() in AUDIO_EXTENSIONS:
+        raise SetError(
+            f"{p}: one audio file is not a set; put the audio in a folder and pass the folder "
+            "(FAD compares distributions of many embeddings)"
+        )
     if p.suffix.lower() == ".npy":
         arr, _ = _read_embedding_file(p)
         return _from_clips(str(p), "embeddings", {p.name: arr}, None)
@@ -280,7 +286,7 @@ def open_set(
         try:
             with np.load(p, allow_pickle=False) as data:
                 is_embeddings = "embeddings" in data.files
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
             raise SetError(f"{p}: not a readable .npz ({exc})") from exc
         if is_embeddings:
             arr, settings = _read_embedding_file(p)
