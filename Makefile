@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-isa fuzz lint format bench clean
+.PHONY: venv demo test test-isa test-long fuzz lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ ISA_DEFAULT := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_I
 test-isa: $(STAMP)
 	$(ISA_AVX2) $(PY) -m pytest -q -m numeric
 	$(ISA_DEFAULT) $(PY) -m pytest -q -m numeric
+
+# Campaigns too long for make test (kill -9 at every commit point: ~10 min on 2 cores).
+test-long: $(STAMP)
+	$(PY) -m pytest -q -m long
 
 # Coverage-guided fuzzing of the parsers (atheris), FUZZ_SECONDS per target; findings are
 # written as crash-* files: fix, then add them to tests/fixtures/fuzz/<target>/.

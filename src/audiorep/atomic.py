@@ -37,6 +37,34 @@ def make_temp(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
     return fd, tmp
 
 
+#: Fault injection for the kill -9 tests (tests/test_kill_campaign.py): "N:before" or
+#: "N:after" makes the process SIGKILL itself just before / just after its N-th commit (the
+#: rename that publishes a finished output). Unset in normal use: one environment lookup.
+ENV_FAULT = "AUDIOREP_FAULT_KILL_AT_COMMIT"
+_commits = 0
+
+
+def _fault_point(phase: str) -> None:
+    spec = os.environ.get(ENV_FAULT)
+    if not spec:
+        return
+    number, _, when = spec.partition(":")
+    if when == phase and _commits == int(number):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def commit(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Publish a finished temp file or folder under its final name (``os.replace``): the one
+    place every writer commits, so that the kill -9 tests can stop a run at any of them."""
+    global _commits
+    _commits += 1
+    _fault_point("before")
+    os.replace(tmp, dst)
+    _fault_point("after")
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``.
 
@@ -49,11 +77,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Pat
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, dst)
+        commit(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dst
 
 
-__all__ = ["current_umask", "make_temp", "write_bytes_atomic"]
+__all__ = ["ENV_FAULT", "commit", "current_umask", "make_temp", "write_bytes_atomic"]

@@ -18,6 +18,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from audiorep.atomic import commit
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Where training checkpoints nest their weights, tried in this order.
@@ -139,7 +141,7 @@ def write_state_dict(
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     try:
         save_file(tensors, str(tmp), metadata={"format": fmt, "source": source})
-        os.replace(tmp, dst)
+        commit(tmp, dst)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -29,6 +29,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from audiorep.atomic import commit
 from audiorep.convert.readers import WeightsFormatError, read_safetensors
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -560,7 +561,7 @@ def write_safetensors(
         mode = tmp.stat().st_mode & 0o777
         save_file(tensors, str(tmp), metadata=metadata)
         os.chmod(tmp, mode)
-        os.replace(tmp, dst)
+        commit(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

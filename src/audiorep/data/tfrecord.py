@@ -44,7 +44,7 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
-from audiorep.atomic import make_temp
+from audiorep.atomic import commit, make_temp
 from audiorep.data.crc import crc32c, mask, masked_crc32c, window_crc32c
 
 PathLike = Union[str, os.PathLike]
@@ -432,7 +432,7 @@ class TFRecordWriter:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-            os.replace(self._tmp, self.path)
+            commit(self._tmp, self.path)
         except BaseException:
             self._discard(f)
             raise
@@ -548,7 +548,7 @@ def _save_cache(file: Path, directory: str, entries: dict[str, tuple]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, file)  # concurrent writers: the last complete file wins
+        commit(tmp, file)  # concurrent writers: the last complete file wins
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

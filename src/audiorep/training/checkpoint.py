@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from audiorep.atomic import commit
+
 CKPT_RE = re.compile(r"^ckpt-(\d{8,})$")
 #: ``state.json`` "format" (the value first written by the YouTube-8M heads; kept so their
 #: checkpoints stay readable).
@@ -68,7 +70,7 @@ def save_checkpoint(
     (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
+    commit(tmp, final)
     return final
 
 
