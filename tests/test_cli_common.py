@@ -134,3 +134,25 @@ def test_messages_say_what_is_wrong(tmp_path, capsys):
     # fad with one audio file as a set
     assert main(["fad", str(wav.parent), str(wav), "--weights", "random", "-q"]) == 2
     assert "one audio file is not a set" in capsys.readouterr().err
+
+
+def test_short_clips_and_failed_downloads_are_described(tmp_path, capsys):
+    """Issue 12 item 14: a 0.5 s clip was counted as embedded with no word about its 0 rows;
+    a failed download claimed a .part file was kept when none existed."""
+    import numpy as np
+    import soundfile as sf
+
+    from audiorep.weights import DownloadError
+    from audiorep.weights.download import download
+
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "half.wav", np.zeros(8000, np.float32), 16000)
+    sf.write(tmp_path / "in" / "long.wav", np.zeros(32000, np.float32), 16000)
+    argv = ["embed", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--weights", "random", "-q"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "too short:  1 file(s) shorter than one window gave no embeddings" in out
+    assert "half.wav" in out
+    with pytest.raises(DownloadError, match="Nothing was received") as exc:
+        download("http://127.0.0.1:9/x.bin", tmp_path / "dl" / "x.bin", progress=False, retries=0)
+    assert "was kept" not in str(exc.value)

@@ -70,6 +70,8 @@ class RunSummary:
     wall_seconds: float = 0.0
     windows: str = "0.96 s each, hop 0.96 s"
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: inputs written with no embeddings: shorter than one window (see ``pad_short``)
+    empty: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         wall = max(self.wall_seconds, 1e-9)
@@ -82,6 +84,14 @@ class RunSummary:
             f"per second, {self.written / wall:.2f} files/s)",
             f"failures:   {len(self.failures)}",
         ]
+        if self.empty:
+            out.insert(
+                1,
+                f"too short:  {len(self.empty)} file(s) shorter than one window gave no "
+                "embeddings (--pad-short pads them to one): "
+                + ", ".join(self.empty[:3])
+                + (" ..." if len(self.empty) > 3 else ""),
+            )
         out += [f"  FAILED {reason}" for _, reason in self.failures]
         return out
 
@@ -274,6 +284,8 @@ def embed_corpus(
             summary.written += 1
             summary.audio_seconds += result.duration
             summary.examples += int(result.embeddings.shape[0])
+            if result.embeddings.shape[0] == 0:
+                summary.empty.append(str(result.item.path))
         on_result(result)
         bar.update(1)
         wall = max(time.perf_counter() - start, 1e-9)

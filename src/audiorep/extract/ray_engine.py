@@ -318,6 +318,8 @@ def embed_files_ray(
                 summary.written += 1
                 summary.audio_seconds += result.duration
                 summary.examples += int(result.embeddings.shape[0])
+                if result.embeddings.shape[0] == 0:
+                    summary.empty.append(str(result.item.path))
             writer.add(result)
             bar.update(1)
             wall = max(time.perf_counter() - start, 1e-9)

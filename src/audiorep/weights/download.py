@@ -196,9 +196,14 @@ def download(
         except _Interrupted as e:
             attempt += 1
             if attempt > retries:
+                kept = (
+                    f"The partial file {part} ({part.stat().st_size} bytes) was kept; run "
+                    "again to resume."
+                    if part.is_file() and part.stat().st_size
+                    else "Nothing was received."
+                )
                 raise DownloadError(
-                    f"downloading {url} failed after {attempt} attempt(s): {e}. The partial "
-                    f"file {part} was kept; run again to resume."
+                    f"downloading {url} failed after {attempt} attempt(s): {e}. {kept}"
                 ) from e
             logger.warning(
                 "download of %s failed (%s); retrying, resuming any partial file", url, e
