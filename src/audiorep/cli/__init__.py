@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from audiorep._version import __version__
+from audiorep.cli.common import CommandError, apply_max_seconds, fail
 
 #: Command modules, in ``--help`` order.
 COMMAND_MODULES = ("embed", "fad", "linear_eval", "classifier", "weights")
@@ -35,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    try:
+        apply_max_seconds(args)  # --max-seconds, where a command has it
+    except CommandError as exc:
+        return fail(args.command, exc)
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:

@@ -38,7 +38,6 @@ from audiorep.cli.common import (
     add_device_option,
     add_max_seconds_option,
     add_seed_option,
-    apply_max_seconds,
     fail,
     positive_int,
 )
@@ -638,10 +637,6 @@ def _add_tag(sub: Any) -> None:
 
 
 def _cmd_tag(args: argparse.Namespace) -> int:
-    try:
-        apply_max_seconds(args)
-    except CommandError as exc:
-        return _fail("tag", exc)
     from audiorep.extract.inputs import collect_inputs
     from audiorep.pipelines import WeightsUnavailableError, load
     from audiorep.weights import WeightsError

@@ -9,11 +9,9 @@ from pathlib import Path
 import torch
 
 from audiorep.cli.common import (
-    CommandError,
     add_device_option,
     add_max_seconds_option,
     add_seed_option,
-    apply_max_seconds,
     display,
     positive_int,
 )
@@ -148,10 +146,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        apply_max_seconds(args)
-    except CommandError as exc:
-        return _fail("embed", exc)
     from audiorep.extract.runner import FAILURES_FILE, embed_files
     from audiorep.features.fusion import GeneralPurposeVGGish, parse_layers
     from audiorep.frontends.vggish import VGGISH_WINDOWING, Windowing

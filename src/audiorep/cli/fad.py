@@ -12,11 +12,9 @@ import sys
 from pathlib import Path
 
 from audiorep.cli.common import (
-    CommandError,
     add_device_option,
     add_max_seconds_option,
     add_seed_option,
-    apply_max_seconds,
     positive_int,
 )
 from audiorep.cli.common import fail as _fail
@@ -129,10 +127,6 @@ def _cache(args: argparse.Namespace, bundle):
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        apply_max_seconds(args)
-    except CommandError as exc:
-        return _fail("fad", exc)
     from audiorep.fad.presets import get_preset
     from audiorep.fad.report import compare_sets
     from audiorep.fad.sources import SetError, open_set
