@@ -7,8 +7,8 @@ after its N-th one. For each command: an uninterrupted run, then for every commi
 phases a run killed there followed by a resumed run, compared with the uninterrupted outputs.
 
 The whole campaign is marked ``long`` (``make test-long``; about 10 minutes on 2 cores); one
-kill point for each kind of commit runs in ``make test``. ``AUDIOREP_KILL_REPORT=path.json`` writes the
-figures used in docs/reliability.md.
+kill point for each kind of commit runs in ``make test``. ``AUDIOREP_KILL_REPORT=path.json``
+writes the figures used in docs/reliability.md.
 """
 
 from __future__ import annotations
