@@ -34,17 +34,6 @@ def fail(command: str, message: object) -> int:
     return EXIT_USAGE
 
 
-def add_weights_option(p: argparse.ArgumentParser, help_text: str | None = None) -> None:
-    """``--weights`` (cached pretrained weights by default; a path; a registry name; random)."""
-    p.add_argument(
-        "--weights",
-        default=None,
-        help=help_text
-        or "weights: a file, a registry name, or 'random' (seeded random weights, NOT "
-        "meaningful features); default: the cached pretrained weights",
-    )
-
-
 def parse_device(text: str) -> str:
     """argparse type of ``--device``: checked once, before any work, with a clear message
     (a CUDA device on a CPU-only torch build used to end in a traceback mid-run)."""
@@ -137,7 +126,6 @@ __all__ = [
     "add_max_seconds_option",
     "apply_max_seconds",
     "add_seed_option",
-    "add_weights_option",
     "display",
     "fail",
     "parse_device",

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from audiorep.cli.common import (
+    add_batch_size_option,
     add_device_option,
     add_max_seconds_option,
     add_seed_option,
     display,
-    positive_int,
 )
 from audiorep.cli.common import fail as _fail
 
@@ -74,7 +74,7 @@ def register(sub) -> None:
     p.add_argument("--pca", default=None, help="PCA parameters file (default: with the weights)")
     p.add_argument("--no-pca", action="store_true", help="do not write 'quantized'")
     add_device_option(p)
-    p.add_argument("--batch-size", type=positive_int, default=64, help="examples per model batch")
+    add_batch_size_option(p, 64, "examples")
     p.add_argument(
         "--workers",
         type=int,

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from audiorep.cli.common import (
+    add_batch_size_option,
     add_device_option,
     add_max_seconds_option,
     add_seed_option,
-    positive_int,
 )
 from audiorep.cli.common import fail as _fail
 
@@ -57,7 +57,7 @@ def register(sub) -> None:
     add_seed_option(p)
     add_max_seconds_option(p)
     add_device_option(p)
-    p.add_argument("--batch-size", type=positive_int, default=64, help="examples per model batch")
+    add_batch_size_option(p, 64, "examples")
     p.add_argument(
         "--precision",
         choices=["float32", "bfloat16"],

@@ -73,6 +73,17 @@ class RunSummary:
     #: inputs written with no embeddings: shorter than one window (see ``pad_short``)
     empty: list[str] = field(default_factory=list)
 
+    def record(self, result: FileResult) -> None:
+        """Count one finished input (a failure, or its written embeddings)."""
+        if result.error is not None:
+            self.failures.append((str(result.item.path), result.error))
+            return
+        self.written += 1
+        self.audio_seconds += result.duration
+        self.examples += int(result.embeddings.shape[0])
+        if result.embeddings.shape[0] == 0:
+            self.empty.append(str(result.item.path))
+
     def lines(self) -> list[str]:
         wall = max(self.wall_seconds, 1e-9)
         out = [
@@ -278,14 +289,7 @@ def embed_corpus(
 
     def finish(index: int, result: FileResult) -> None:
         states.pop(index, None)
-        if result.error is not None:
-            summary.failures.append((str(result.item.path), result.error))
-        else:
-            summary.written += 1
-            summary.audio_seconds += result.duration
-            summary.examples += int(result.embeddings.shape[0])
-            if result.embeddings.shape[0] == 0:
-                summary.empty.append(str(result.item.path))
+        summary.record(result)
         on_result(result)
         bar.update(1)
         wall = max(time.perf_counter() - start, 1e-9)

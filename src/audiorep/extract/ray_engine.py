@@ -312,14 +312,7 @@ def embed_files_ray(
         )
 
         def finish(result: FileResult) -> None:
-            if result.error is not None:
-                summary.failures.append((str(result.item.path), result.error))
-            else:
-                summary.written += 1
-                summary.audio_seconds += result.duration
-                summary.examples += int(result.embeddings.shape[0])
-                if result.embeddings.shape[0] == 0:
-                    summary.empty.append(str(result.item.path))
+            summary.record(result)
             writer.add(result)
             bar.update(1)
             wall = max(time.perf_counter() - start, 1e-9)
