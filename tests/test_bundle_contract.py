@@ -54,3 +54,61 @@ def test_fingerprint_identifies_the_weights(bundle):
     other = audiorep.load(bundle.name, weights="random", seed=4)
     assert same.weights_fingerprint() == bundle.weights_fingerprint()
     assert other.weights_fingerprint() != bundle.weights_fingerprint()
+
+
+def test_every_method_means_the_same_for_every_bundle(bundle):
+    """One meaning per method (issue 11): the return types and shapes agree across models."""
+    from audiorep.pipelines import Embeddings
+    from audiorep.pipelines.base import Frames
+
+    spec = get_spec(bundle.name)
+    gen = torch.Generator().manual_seed(1)
+    n = max(spec.min_samples, 16000) + 8000
+    clip = 0.1 * torch.randn(n, generator=gen)
+    rows = bundle.embed(clip, 16000)
+    vector = bundle.embed_clip(clip, 16000)
+    assert isinstance(vector, torch.Tensor) and vector.shape == (bundle.embedding_size,)
+    assert vector.dtype == torch.float32
+    found = bundle.clip_embeddings(clip, 16000)
+    assert isinstance(found, Embeddings)
+    assert found.embeddings.shape == tuple(rows.shape) and found.embeddings.dtype == np.float32
+    assert found.timestamps.shape == (rows.shape[0],) and found.timestamps.dtype == np.float64
+    assert np.all(np.diff(found.timestamps) > 0) and found.timestamps[0] == 0.0
+    assert 0 < bundle.unit_seconds(n / 16000) <= max(n / 16000, 10.24)
+    assert bundle.settings()["windowing"] == bundle.windowing_settings()
+    assert isinstance(bundle.describe_units(), str) and bundle.describe_units()
+    assert isinstance(bundle.streams_windows, bool)
+    fused = bundle.fusion(clip, 16000)
+    assert fused.ndim == 1 and fused.dtype == torch.float32 and torch.isfinite(fused).all()
+    frames = bundle.frames(batch_size=2)
+    assert isinstance(frames, Frames) and frames.embedding_size == bundle.embedding_size
+    with torch.inference_mode():
+        emb = frames.embeddings(clip[None].repeat(2, 1))
+    assert emb.shape == (2, frames.num_timestamps(n), bundle.embedding_size)
+    assert frames.timestamps_ms(n).shape == (frames.num_timestamps(n),)
+
+
+def test_consumers_do_not_branch_on_the_model_name():
+    """extract/, evaluation/ and hear.py read the bundle surface, never guess by type."""
+    import ast as pyast
+    from pathlib import Path
+
+    root = Path(audiorep.__file__).parent
+    files = [*sorted((root / "extract").glob("*.py")), *sorted((root / "evaluation").glob("*.py"))]
+    files.append(root / "hear.py")
+    offenders = []
+    for path in files:
+        tree = pyast.parse(path.read_text())
+        for node in pyast.walk(tree):
+            if isinstance(node, pyast.Call) and getattr(node.func, "id", "") in (
+                "hasattr",
+                "isinstance",
+            ):
+                text = pyast.unparse(node)
+                if "windowing" in text or "Bundle" in text:
+                    offenders.append(f"{path.name}: {text}")
+            if isinstance(node, pyast.Compare):
+                text = pyast.unparse(node)
+                if any(f"== '{name}'" in text or f"== \"{name}\"" in text for name in BUNDLES):
+                    offenders.append(f"{path.name}: {text}")
+    assert not offenders, offenders

@@ -6,8 +6,6 @@ generating the random weights (~3 s, done once): inputs are kept to a few window
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,7 @@ import torch
 from audiorep import hear
 from audiorep.frontends.vggish import GOOGLE_FAD_WINDOWING, Windowing
 from audiorep.pipelines import VGGishBundle, WeightsUnavailableError
+from audiorep.pipelines.vggish import VGGishFrames
 from numerics import VGGISH_EMBEDDING, VGGISH_LOGMEL, assert_reordering_close
 
 SR = 16000
@@ -35,29 +34,29 @@ def _eager_model():
 
 
 @pytest.fixture(scope="module")
-def model() -> hear.HearVGGish:
+def model() -> hear.HearModel:
     """The default 50 ms hop (the only random weights generated)."""
     return hear.load_model("random", device="cpu")
 
 
-def _same_weights(model: hear.HearVGGish, hop_seconds: float) -> hear.HearVGGish:
+def _same_weights(model: hear.HearModel, hop_seconds: float) -> hear.HearModel:
     bundle = VGGishBundle(
         model.bundle.model,
         None,
         model.bundle.weights_description,
         windowing=Windowing.from_hop_seconds(hop_seconds),
     )
-    return hear.HearVGGish(bundle)
+    return hear.HearModel(bundle, hop_seconds=hop_seconds)
 
 
 @pytest.fixture(scope="module")
-def model_025(model) -> hear.HearVGGish:
+def model_025(model) -> hear.HearModel:
     """A 0.25 s hop: 4000 samples, one leading window, first centre 237.5 ms."""
     return _same_weights(model, 0.25)
 
 
 @pytest.fixture(scope="module")
-def model_096(model) -> hear.HearVGGish:
+def model_096(model) -> hear.HearModel:
     """The reference's 0.96 s hop: no front padding."""
     return _same_weights(model, 0.96)
 
@@ -67,8 +66,12 @@ def test_attributes(model):
     assert model.sample_rate == 16000
     assert model.scene_embedding_size == model.timestamp_embedding_size == 128
     assert model.embedding_size == 128
-    assert model.hop_seconds == pytest.approx(0.05) and hear.DEFAULT_HOP_SECONDS == 0.05
-    assert (model.hop_samples, model.lead_windows, model.first_centre_samples) == (800, 9, 600)
+    assert model.frames.hop_seconds == pytest.approx(0.05) and hear.DEFAULT_HOP_SECONDS == 0.05
+    assert (
+        model.frames.hop_samples,
+        model.frames.lead_windows,
+        model.frames.first_centre_samples,
+    ) == (800, 9, 600)
     assert model.device == torch.device("cpu")
     assert "random" in model.bundle.weights_description
     assert model.bundle.postprocessor is None  # HEAR never uses the PCA bytes
@@ -123,7 +126,7 @@ def test_reference_hop_matches_bundle_without_padding(model_096):
     # ceil((40000 - 7800) / 15360) = 3 windows; the reference cuts 2 from 40000 samples.
     assert emb.shape == (2, 3, 128)
     assert torch.equal(ts[0], torch.tensor([487.5, 1447.5, 2407.5]))
-    assert model_096.lead_windows == 0
+    assert model_096.frames.lead_windows == 0
     for i in range(2):
         ref = model_096.bundle.embed(audio[i], SR)
         assert ref.shape == (2, 128)
@@ -133,18 +136,19 @@ def test_reference_hop_matches_bundle_without_padding(model_096):
 @pytest.mark.parametrize(("fixture", "seconds"), [("model", 1.1), ("model_025", 2.0)])
 def test_full_windows_equal_bundle_embed(fixture, seconds, request):
     """Windows entirely inside the sound are the bundle's own examples and embeddings."""
-    m: hear.HearVGGish = request.getfixturevalue(fixture)
+    m: hear.HearModel = request.getfixturevalue(fixture)
     audio = _audio(1, seconds, seed=2)
     emb, _ = hear.get_timestamp_embeddings(audio, m)
-    bundle = m.bundle
-    assert bundle.windowing == Windowing.from_hop_seconds(m.hop_seconds)
-    lead = m.lead_windows
+    # The bundle loaded with the frames' hop cuts exactly these windows (inside the sound).
+    hop = Windowing.from_hop_seconds(m.frames.hop_seconds)
+    bundle = VGGishBundle(m.bundle.model, None, "same weights", windowing=hop)
+    lead = m.frames.lead_windows
     ref_examples = bundle.examples(audio[0], SR)
     n_full = ref_examples.shape[0]
     assert n_full >= 3 and emb.shape[1] >= lead + n_full + 1
     # Front padding is a whole number of hops: the same frames, but the FFT batch differs in
     # length, so the float64 log-mels agree to FFT/mel summation rounding, not bit for bit.
-    windows = m.window_examples(audio)[0, lead : lead + n_full]
+    windows = m.frames.window_examples(audio)[0, lead : lead + n_full]
     # log(mel + 0.01): a relative error of the mel energy is an absolute error of its log
     assert_reordering_close(windows, ref_examples, VGGISH_LOGMEL, scale=1.0)
     ref = bundle.embed(audio[0], SR)
@@ -184,7 +188,9 @@ def test_deterministic_scene_mean_and_batch_independent(model_025):
     scene = hear.get_scene_embeddings(audio, model_025)
     assert scene.shape == (2, 128) and scene.dtype == torch.float32
     assert_reordering_close(scene, a.mean(dim=1), (4,))  # a mean of 4 windows
-    other = hear.HearVGGish(model_025.bundle, batch_size=3)  # 8 examples in 3 batches
+    other = hear.HearModel(
+        model_025.bundle, hop_seconds=0.25, batch_size=3
+    )  # 8 examples in 3 batches
     c, _ = hear.get_timestamp_embeddings(audio, other)
     assert_reordering_close(c, a, VGGISH_EMBEDDING)
     # Each sound is embedded independently of the rest of the batch.
@@ -216,38 +222,42 @@ def test_invalid_inputs_and_options(model):
         hear.load_model("random", windowing=Windowing())
     with pytest.raises(ValueError, match="frontend_dtype"):
         hear.load_model("random", frontend_dtype="float16")
-    fad_style = copy.copy(model.bundle)
-    fad_style.windowing = GOOGLE_FAD_WINDOWING
-    with pytest.raises(ValueError, match="peak"):
-        hear.HearVGGish(fad_style)
+    with pytest.raises(ValueError, match="peak"):  # FAD windows are not HEAR frames
+        VGGishFrames(model.bundle, GOOGLE_FAD_WINDOWING, batch_size=8)
     with pytest.raises(ValueError, match="batch_size"):
-        hear.HearVGGish(model.bundle, batch_size=0)
+        hear.HearModel(model.bundle, batch_size=0)
 
 
 def test_load_model_options(monkeypatch, model):
-    """What load_model asks audiorep.load for (weights, windowing, options)."""
+    """What load_model asks audiorep.load for (weights, options), and the frames it builds."""
     calls = []
 
     def fake_load(name, **kwargs):
-        calls.append(kwargs)
-        return VGGishBundle(model.bundle.model, None, "fake", windowing=kwargs["windowing"])
+        calls.append((name, kwargs))
+        return VGGishBundle(model.bundle.model, None, "fake")
 
     monkeypatch.setattr(hear, "load", fake_load)
     m = hear.load_model("path/to/w.safetensors", hop_seconds=0.1, device="cpu", batch_size=8)
-    assert calls[-1]["weights"] == "path/to/w.safetensors"
-    assert calls[-1]["windowing"] == Windowing(hop_frames=10)
-    assert calls[-1]["pca"] is False and calls[-1]["device"] == "cpu"
-    assert calls[-1]["frontend_dtype"] == torch.float64
-    assert m.batch_size == 8 and m.hop_samples == 1600 and not m.training
+    name, kwargs = calls[-1]
+    assert name == "vggish" and kwargs["weights"] == "path/to/w.safetensors"
+    assert kwargs["pca"] is False and kwargs["device"] == "cpu" and "windowing" not in kwargs
+    assert m.batch_size == 8 and m.frames.hop_samples == 1600 and not m.training
     hear.load_model(
         "", seed=3, precision="bfloat16", frontend_dtype="float32", torchvggish_compat=True
     )
-    assert calls[-1]["weights"] is None and calls[-1]["seed"] == 3
-    assert calls[-1]["precision"] == "bfloat16" and calls[-1]["torchvggish_compat"] is True
-    assert calls[-1]["frontend_dtype"] == torch.float32
-    assert calls[-1]["windowing"] == Windowing(hop_frames=5)
-    hear.load_model("random")
-    assert calls[-1]["weights"] == "random"
+    _, kwargs = calls[-1]
+    assert kwargs["weights"] is None and kwargs["seed"] == 3
+    assert kwargs["precision"] == "bfloat16" and kwargs["torchvggish_compat"] is True
+    assert kwargs["frontend_dtype"] == torch.float32
+    assert hear.load_model("random").frames.hop_samples == 800  # the 50 ms default
+    assert calls[-1][1]["weights"] == "random"
+
+
+def test_deprecated_alias_keeps_the_bundle_hop(model):
+    bundle = VGGishBundle(
+        model.bundle.model, None, "alias", windowing=Windowing.from_hop_seconds(0.25)
+    )
+    assert hear.HearVGGish(bundle).frames.hop_samples == 4000
 
 
 def test_missing_pretrained_weights_raise_clear_error(tmp_path, monkeypatch):

@@ -49,20 +49,20 @@ def _tiny_ast(input_tdim: int = 1024, seed: int = 0) -> ASTBundle:
 
 
 @pytest.fixture(scope="module")
-def cnn14() -> hear.HearCnn14:
+def cnn14() -> hear.HearModel:
     return hear.load_model("random", model="cnn14", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def ast_tiny() -> hear.HearAST:
+def ast_tiny() -> hear.HearModel:
     """1024-frame windows (the AudioSet grid: 12 x 101 patches), 32-d tokens."""
-    return hear.HearAST(_tiny_ast())
+    return hear.HearModel(_tiny_ast())
 
 
 @pytest.fixture(scope="module")
-def ast_short() -> hear.HearAST:
+def ast_short() -> hear.HearModel:
     """128-frame windows: 12 x 12 patches, windows every 120 frames (1.2 s)."""
-    return hear.HearAST(_tiny_ast(input_tdim=128, seed=1), batch_size=3)
+    return hear.HearModel(_tiny_ast(input_tdim=128, seed=1), batch_size=3)
 
 
 # ----------------------------------------------------------------------------- CNN14
@@ -72,7 +72,7 @@ def test_cnn14_attributes(cnn14):
     assert isinstance(cnn14, torch.nn.Module) and not cnn14.training
     assert cnn14.sample_rate == 16000
     assert cnn14.scene_embedding_size == cnn14.timestamp_embedding_size == 2048
-    assert (cnn14.first_centre_ms, cnn14.hop_ms) == (155.0, 320.0)
+    assert (cnn14.frames.first_centre_ms, cnn14.frames.hop_ms) == (155.0, 320.0)
     assert cnn14.device == torch.device("cpu") and "random" in repr(cnn14)
     # T = 1 + max(n, 4960) // 160 log-mel frames, one timestamp per 32
     counts = [cnn14.num_timestamps(n) for n in (0, 100, 4960, 10079, 10080, 32000)]
@@ -98,7 +98,7 @@ def test_cnn14_timestamp_embeddings(cnn14):
     # deterministic; independent of the batching beyond rounding; float64 input accepted
     again, ts2 = hear.get_timestamp_embeddings(audio, cnn14)
     assert torch.equal(again, emb) and torch.equal(ts2, ts)
-    one = hear.HearCnn14(bundle, batch_size=1)
+    one = hear.HearModel(bundle, batch_size=1)
     assert_reordering_close(one.timestamp_embeddings(audio.double())[0], emb, CNN14_CONV_BLOCK6)
 
 
@@ -125,18 +125,24 @@ def test_cnn14_scene_is_embed_clip(cnn14):
 def test_ast_layout(ast_tiny, ast_short):
     assert ast_tiny.sample_rate == 16000
     assert ast_tiny.scene_embedding_size == ast_tiny.timestamp_embedding_size == 32
-    assert (ast_tiny.freq_patches, ast_tiny.patches_per_window) == (12, 101)
-    assert (ast_tiny.hop_frames, ast_tiny.first_centre_samples, ast_tiny.hop_samples) == (
+    assert (ast_tiny.frames.freq_patches, ast_tiny.frames.patches_per_window) == (12, 101)
+    assert (
+        ast_tiny.frames.hop_frames,
+        ast_tiny.frames.first_centre_samples,
+        ast_tiny.frames.hop_samples,
+    ) == (
         1010,
         1400,
         1600,
     )
-    assert (ast_tiny.first_centre_ms, ast_tiny.hop_ms) == (87.5, 100.0)
-    assert (ast_short.patches_per_window, ast_short.hop_frames) == (12, 120)
+    assert (ast_tiny.frames.first_centre_ms, ast_tiny.frames.hop_ms) == (87.5, 100.0)
+    assert (ast_short.frames.patches_per_window, ast_short.frames.hop_frames) == (12, 120)
     # one timestamp per patch centre inside the sound, at least one
     counts = [ast_tiny.num_timestamps(n) for n in (0, 400, 1400, 1401, 3000, 3001, 32000)]
     assert counts == [1, 1, 1, 1, 1, 2, 20]
-    assert [ast_tiny.num_windows(n) for n in (32000, 1401 + 1600 * 100, 1401 + 1600 * 101)] == [
+    assert [
+        ast_tiny.frames.num_windows(n) for n in (32000, 1401 + 1600 * 100, 1401 + 1600 * 101)
+    ] == [
         1,
         1,
         2,
@@ -202,9 +208,13 @@ def test_ast_scene_is_embed_clip(ast_tiny, ast_short):
 
 def test_ast_full_config():
     model = hear.load_model("random", model="ast", device="cpu", seed=3)
-    assert isinstance(model, hear.HearAST) and not model.training
+    assert isinstance(model, hear.HearModel) and not model.training
     assert model.scene_embedding_size == model.timestamp_embedding_size == 768
-    assert (model.patches_per_window, model.hop_frames, model.batch_size) == (101, 1010, 8)
+    assert (model.frames.patches_per_window, model.frames.hop_frames, model.batch_size) == (
+        101,
+        1010,
+        8,
+    )
     emb, ts = hear.get_timestamp_embeddings(_audio(1, 8000), model)
     assert emb.shape == (1, 5, 768) and emb.dtype == torch.float32
     assert ts.tolist() == [[87.5, 187.5, 287.5, 387.5, 487.5]]
@@ -225,7 +235,7 @@ def test_load_model_errors():
         with pytest.raises(WeightsUnavailableError, match="audiorep weights download"):
             hear.load_model("", model=name, device="cpu")
     with pytest.raises(ValueError, match="batch_size"):
-        hear.HearAST(_tiny_ast(input_tdim=32), batch_size=0)
+        hear.HearModel(_tiny_ast(input_tdim=32), batch_size=0)
 
 
 def test_cnn14_module(cnn14):

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiorep.features.fusion import GeneralPurposeVGGish, pool_max_plus_mean
-from audiorep.pipelines import BUNDLES
+from audiorep.features.fusion import pool_max_plus_mean
+from audiorep.pipelines import BUNDLES, load
 from audiorep.pipelines.backbones import prepare_waveform
 
 #: Model specs accepted by :func:`make_extractor` / ``audiorep linear-eval --model``: every
@@ -103,21 +103,13 @@ class ClipFeatureExtractor:
         if unit_seconds is not None and unit_seconds <= 0:
             raise ValueError(f"unit_seconds must be positive, got {unit_seconds}")
         self.unit_seconds = unit_seconds
-        self._vggish_fusion = (
-            GeneralPurposeVGGish(bundle.model, self.layers)
-            if self.backbone == "vggish" and self.is_fusion
-            else None
-        )
+        self._spec = BUNDLES[self.backbone]
+        if self.is_fusion:
+            bundle.fusion_module(self.layers)  # unknown layers fail here, not on the first clip
 
     def settings(self) -> dict[str, object]:
         """The bundle's settings plus the clip-feature rule (JSON-serialisable)."""
-        pooling = {
-            "vggish": "max+mean over examples"
-            if not self.is_fusion
-            else "max+mean over 6n fusion frames",
-            "cnn14": "whole clip" if not self.is_fusion else "max+mean over T//32 fusion frames",
-            "ast": "mean over 10.24 s windows",
-        }[self.backbone]
+        pooling = self._spec.clip_feature_notes[1 if self.is_fusion else 0]
         return {
             **self.bundle.settings(),
             "feature": self.spec,
@@ -144,16 +136,11 @@ class ClipFeatureExtractor:
         """One clip -> float32 ``(D,)``."""
         x = self.waveform_16k(waveform, sample_rate)
         b = self.bundle
-        if self.backbone == "vggish":
-            examples = b.examples(x, SAMPLE_RATE)  # (n, 96, 64)
-            if self._vggish_fusion is not None:
-                feats = self._vggish_fusion.forward_clip(examples[None].to(b.device, torch.float32))
-                out = feats[0]
-            else:
-                emb = b.embed_examples(examples)  # (n, 128)
-                out = pool_max_plus_mean(emb.T[None])[0]  # EVAR's mean_max temporal pooling
-        elif self.is_fusion:
+        if self.is_fusion:
             out = b.fusion(x, SAMPLE_RATE, layers=self.layers)
+        elif self._spec.clip_feature == "mean_max":
+            emb = b.embed(x, SAMPLE_RATE)  # (n, D)
+            out = pool_max_plus_mean(emb.T[None])[0]  # EVAR's mean_max temporal pooling
         else:
             out = b.embed_clip(x, SAMPLE_RATE)
         return out.detach().float().cpu().numpy().astype(np.float32, copy=False)
@@ -181,14 +168,8 @@ def make_extractor(
         WeightsUnavailableError: ``weights=None`` and no cached weights (says what to run).
     """
     backbone, _ = parse_spec(spec)
-    if backbone == "vggish":
-        from audiorep.pipelines import load
-
-        bundle = load("vggish", weights=weights, pca=False, device=device, seed=seed)
-    else:
-        from audiorep.pipelines import load_backbone
-
-        bundle = load_backbone(backbone, weights=weights, device=device, seed=seed)
+    options = {"pca": False} if "pca" in BUNDLES[backbone].options else {}  # float embeddings
+    bundle = load(backbone, weights=weights, device=device, seed=seed, **options)
     return ClipFeatureExtractor(spec, bundle, layers=layers, unit_seconds=unit_seconds)
 
 

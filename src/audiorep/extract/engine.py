@@ -159,15 +159,8 @@ class _WholeClipSource(IterableDataset):
 
 def window_times(bundle, n: int, duration: float) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (seconds) of each of a clip's ``n`` embeddings."""
-    w = getattr(bundle, "windowing", None)
-    if hasattr(w, "hop_seconds"):  # VGGish: 0.96 s examples every hop
-        starts = np.arange(n) * w.hop_seconds
-        return starts, starts + 0.96
-    w = w if isinstance(w, dict) else {}
-    if "hop_seconds" in w:
-        starts = np.arange(n) * float(w["hop_seconds"])
-        return starts, starts + float(w.get("window_seconds", duration))
-    return np.zeros(n), np.full(n, duration)  # one embedding of the whole clip
+    starts = bundle.unit_starts(n)
+    return starts, starts + bundle.unit_seconds(duration)
 
 
 def embed_fixed_batches(bundle, x: torch.Tensor, batch_size: int, fusion=None):
@@ -249,14 +242,11 @@ def embed_corpus(
             layers for their clip-level ``bundle.fusion``.
     """
     todo = list(range(len(items))) if indices is None else list(indices)
-    w = bundle.windowing
-    windows = (f"0.96 s each, hop {w.hop_seconds:g} s" if hasattr(w, "hop_seconds")
-               else str(w.get("policy", "")))  # fmt: skip
-    summary = RunSummary(files=len(items), windows=windows)
+    summary = RunSummary(files=len(items), windows=bundle.describe_units())
     summary.skipped = len(items) - len(todo)
     start = time.perf_counter()
     clip_fusion_layers = None
-    whole_clips = not hasattr(bundle.windowing, "hop_frames")  # CNN14 / AST: whole clips
+    whole_clips = not bundle.streams_windows  # CNN14 / AST: every clip whole
     if whole_clips:
         clip_fusion_layers, fusion = fusion, None  # a list of layers for bundle.fusion
         source = _WholeClipSource([(i, items[i]) for i in todo])

@@ -275,14 +275,13 @@ def embed_files_ray(
     from audiorep.extract.formats import make_output
     from audiorep.extract.runner import write_failures
     from audiorep.extract.writers import claim_output_dir
-    from audiorep.frontends.vggish import Windowing
     from audiorep.pipelines import load
 
     if batch_size < 1:
         raise ValueError("batch size must be >= 1")
     if bundle is None:
         bundle = load(**{**load_kwargs, "device": "cpu"})
-    if not isinstance(getattr(bundle, "windowing", None), Windowing):
+    if not bundle.streams_windows:
         raise ValueError("--engine ray runs VGGish (examples of 96 x 64 log-mel frames) only")
     items = collect_inputs(inputs, extensions)
     with claim_output_dir(out_dir) as out:
@@ -290,8 +289,8 @@ def embed_files_ray(
         todo = writer.pending() if resume else list(range(len(items)))
         summary = RunSummary(files=len(items))
         hop = bundle.windowing.hop_seconds
-        if hasattr(summary, "windows"):  # as the local engine describes VGGish examples
-            summary.windows = f"0.96 s each, hop {hop:g} s"
+        if hasattr(summary, "windows"):  # as the local engine describes them
+            summary.windows = bundle.describe_units()
         if hasattr(summary, "hop_seconds"):
             summary.hop_seconds = hop
         summary.skipped = len(items) - len(todo)

@@ -16,7 +16,6 @@ from audiorep.extract.engine import RunSummary, embed_corpus
 from audiorep.extract.formats import make_output
 from audiorep.extract.inputs import collect_inputs
 from audiorep.extract.writers import claim_output_dir, write_bytes_atomic
-from audiorep.features.fusion import GeneralPurposeVGGish
 
 FAILURES_FILE = "failures.tsv"
 
@@ -66,9 +65,8 @@ def embed_files(
     if fusion_layers:
         # VGGish: per-example + clip fusion from the packed batches; CNN14/AST: clip-level
         # fusion from their bundles (``fusion_module`` validates the layers up front).
-        is_vggish = hasattr(bundle.windowing, "hop_frames")
-        fusion = (GeneralPurposeVGGish(bundle.model, fusion_layers) if is_vggish
-                  else (bundle.fusion_module(fusion_layers) and list(fusion_layers)))  # fmt: skip
+        module = bundle.fusion_module(fusion_layers)  # validates the layers up front
+        fusion = module if bundle.streams_windows else list(fusion_layers)
     skipped: list[tuple[str, str]] = []
     items = collect_inputs(inputs, extensions, skipped)
     if not items and not skipped:

@@ -10,7 +10,7 @@ model and a description of its weights, with:
 * ``settings()`` (the keys of ``VGGishBundle.settings()``, so the embedding caches key on them
   unchanged) and ``weights_fingerprint()``.
 
-Analysis units (``N``), see :attr:`Cnn14Bundle.windowing` / :attr:`ASTBundle.windowing`:
+Analysis units (``N``; ``windowing_settings()`` of each bundle):
 
 * **CNN14**: PANNs runs the network over the whole clip (its global max + mean pooling over
   time makes any length valid), so ``N = 1``. Clips shorter than 4960 samples at 16 kHz (the
@@ -51,6 +51,7 @@ from audiorep.pipelines.base import (
     RANDOM_WEIGHTS,
     RESAMPLER,
     Bundle,
+    Frames,
     WeightsUnavailableError,
     model_from_state,
     random_weights_description,
@@ -128,9 +129,8 @@ class _BackboneBundle(Bundle):
         self.frontend.to(device)
         return self
 
-    @property
-    def windowing(self) -> dict[str, object]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def describe_units(self) -> str:
+        return str(self.windowing_settings()["policy"])
 
     @property
     def frontend_dtype(self) -> torch.dtype:  # pragma: no cover - abstract
@@ -147,7 +147,7 @@ class _BackboneBundle(Bundle):
             "final_relu": False,  # no VGGish-style embedding ReLU option on these models
             "frontend_dtype": str(self.frontend_dtype).replace("torch.", ""),
             "precision": self.precision,
-            "windowing": self.windowing,
+            "windowing": self.windowing_settings(),
             "resampler": RESAMPLER,
         }
 
@@ -194,8 +194,7 @@ class Cnn14Bundle(_BackboneBundle):
     def frontend_dtype(self) -> torch.dtype:
         return self.frontend.dtype
 
-    @property
-    def windowing(self) -> dict[str, object]:
+    def windowing_settings(self) -> dict[str, object]:
         return {
             "policy": "whole clip, one embedding per clip",
             "min_samples": CNN14_MIN_SAMPLES,
@@ -219,6 +218,17 @@ class Cnn14Bundle(_BackboneBundle):
     def embed_clip(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
         """One clip -> ``(2048,)`` (the single row of :meth:`embed`)."""
         return self.embed(waveform, sample_rate)[0]
+
+    def unit_starts(self, num_units: int) -> np.ndarray:
+        """The whole clip is one unit, starting at 0 s."""
+        return np.zeros(num_units, dtype=np.float64)
+
+    def frames(
+        self, *, hop_seconds: float | None = None, batch_size: int | None = None
+    ) -> Cnn14Frames:
+        """conv_block6 frames every 0.32 s (:class:`Cnn14Frames`); the hop is the network's."""
+        _fixed_hop("cnn14", hop_seconds)
+        return Cnn14Frames(self, DEFAULT_FRAME_BATCH_SIZE if batch_size is None else batch_size)
 
     def fusion_module(self, layers: Sequence[int | str] | None = None) -> GeneralPurposeCnn14:
         """The CNN14-Fusion module on this model (default layers ``[3, 6]``)."""
@@ -285,8 +295,7 @@ class ASTBundle(_BackboneBundle):
     def frontend_dtype(self) -> torch.dtype:
         return self.frontend.fbank.dtype
 
-    @property
-    def windowing(self) -> dict[str, object]:
+    def windowing_settings(self) -> dict[str, object]:
         shift = AST_FRAME_SHIFT / SAMPLE_RATE
         return {
             "policy": "fbank windows, one embedding per window",
@@ -331,6 +340,22 @@ class ASTBundle(_BackboneBundle):
             wins = (wins - self.frontend.mean) / (self.frontend.std * 2.0)
         return wins.contiguous()
 
+    def unit_seconds(self, clip_seconds: float) -> float:
+        """One window: ``window_frames`` fbank frames (10.24 s for the AudioSet model)."""
+        return self.window_frames * AST_FRAME_SHIFT / SAMPLE_RATE
+
+    def unit_starts(self, num_units: int) -> np.ndarray:
+        """Start of each window in seconds, float64 ``(num_units,)`` (``k * hop``)."""
+        hop_s = self.hop_frames * AST_FRAME_SHIFT / SAMPLE_RATE
+        return np.arange(num_units, dtype=np.float64) * hop_s
+
+    def frames(
+        self, *, hop_seconds: float | None = None, batch_size: int | None = None
+    ) -> ASTFrames:
+        """Time-patch embeddings every 0.1 s (:class:`ASTFrames`); the hop is the network's."""
+        _fixed_hop("ast", hop_seconds)
+        return ASTFrames(self, DEFAULT_FRAME_BATCH_SIZE if batch_size is None else batch_size)
+
     def _run(self, wins: torch.Tensor, fn) -> torch.Tensor:
         outs = [fn(wins[i : i + self.batch_size]) for i in range(0, len(wins), self.batch_size)]
         return torch.cat(outs).float()
@@ -361,6 +386,167 @@ class ASTBundle(_BackboneBundle):
         ``AR_AST_Fusion``), then averaged over windows."""
         module = self.fusion_module(layers)
         return _mean_rows(self._run(self.windows(waveform, sample_rate), module))
+
+
+# ----------------------------------------------------------------------------- frames
+
+#: Sounds (CNN14) or 10.24 s windows (AST) per forward when computing frames.
+DEFAULT_FRAME_BATCH_SIZE = 8
+_MS_PER_SAMPLE = 1000.0 / SAMPLE_RATE
+#: Samples per log-mel / fbank frame hop of both backbones (10 ms).
+_FRAME_HOP = 160
+
+
+def _fixed_hop(name: str, hop_seconds: float | None) -> None:
+    if hop_seconds is not None:
+        raise TypeError(
+            f"hop_seconds does not apply to {name!r}: its frame hop is fixed by the network"
+        )
+
+
+class _GridFrames(Frames):
+    """Frames on a uniform grid: centre ``first_centre_ms + k * hop_ms``."""
+
+    first_centre_ms = 0.0
+    hop_ms = 0.0
+
+    def __init__(self, bundle: Cnn14Bundle | ASTBundle, batch_size: int) -> None:
+        super().__init__(bundle, batch_size)
+        # Registered so that ``.to(device)`` (as hear-eval-kit does) moves them.
+        self.model = bundle.model
+        self.frontend = bundle.frontend
+
+    def timestamps_ms(self, num_samples: int) -> torch.Tensor:
+        """float32 ``(n_timestamps,)`` frame centres in ms (``first_centre_ms + k * hop_ms``,
+        computed in float64), on the model's device."""
+        k = torch.arange(self.num_timestamps(num_samples), dtype=torch.float64)
+        return (self.first_centre_ms + k * self.hop_ms).to(torch.float32).to(self.device)
+
+
+class Cnn14Frames(_GridFrames):
+    """PANNs CNN14 frames (docs/hear.md).
+
+    * Frame embeddings: PANNs' frame-level features, the ``conv_block6`` map
+      ``(B, 2048, T // 32, 2)`` averaged over its 2 frequency bins (as PANNs does before its
+      time pooling) -> one 2048-d frame per 32 log-mel frames (0.32 s). ``T = 1 + n // 160``
+      log-mel frames for ``n`` samples (sounds under 4960 samples are zero-padded to 4960, as
+      :class:`Cnn14Bundle` does), so ``n_timestamps = T // 32 >= 1``.
+    * Timestamps: five floor-aligned 2x2 average poolings make frame ``k`` the pool of log-mel
+      frames ``[32 k, 32 k + 32)``; torchlibrosa's STFT is centred (256 samples of reflect
+      padding), so log-mel frame ``j`` is centred at sample ``160 j`` (``10 j`` ms). Frame
+      ``k`` is centred at ``10 (32 k + 15.5)`` = **155 + 320 k ms**. The last ``T mod 32``
+      log-mel frames (< 0.32 s) belong to no frame, as in PANNs.
+    * Scene embeddings: :meth:`Cnn14Bundle.embed_clip` of each sound, ``(n_sounds, 2048)``.
+    """
+
+    first_centre_ms = 10.0 * (TIME_REDUCTION - 1) / 2  # 155 ms
+    hop_ms = 10.0 * TIME_REDUCTION  # 320 ms
+
+    def num_timestamps(self, num_samples: int) -> int:
+        """``(1 + max(n, 4960) // 160) // 32``: conv_block6 frames (>= 1)."""
+        frames = 1 + max(int(num_samples), CNN14_MIN_SAMPLES) // _FRAME_HOP
+        return frames // TIME_REDUCTION
+
+    def logmel(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(n_sounds, n)`` float32 on the device -> PANNs log-mel ``(n_sounds, 1, T, 64)``
+        (the batched :meth:`Cnn14Bundle.logmel`)."""
+        if audio.shape[-1] < CNN14_MIN_SAMPLES:
+            audio = nn.functional.pad(audio, (0, CNN14_MIN_SAMPLES - audio.shape[-1]))
+        return self.frontend(audio)
+
+    def embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            fmap = self.model.forward_taps(self.logmel(x), "conv_block6")["conv_block6"]
+            return fmap.mean(dim=3).transpose(1, 2)  # (b, T', 2048)
+
+        return self.batched(audio, run)
+
+    def scene(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.batched(audio, lambda x: self.model(self.logmel(x)))
+
+
+class ASTFrames(_GridFrames):
+    """AST time-patch frames (docs/hear.md).
+
+    * Frame embeddings: the final-LayerNorm output tokens (``norm`` tap) without the cls and
+      distillation tokens, reshaped to ``(freq patches, time patches, 768)`` (AST's patch
+      order is frequency-major) and averaged over the 12 frequency patches: one 768-d
+      embedding per time patch. Time patch ``p`` covers fbank frames ``[10 p, 10 p + 16)``.
+    * Long sounds: windows of ``input_tdim`` (1024) frames start every ``10 * 101 = 1010``
+      frames, so the patches of consecutive windows continue one uniform 10-frame grid: patch
+      ``q`` overall is patch ``q mod 101`` of window ``q // 101``; each window is an
+      independent AST input, the last one zero-padded in the log domain before normalisation
+      as AST pads short clips. The sound's mean is removed over the whole sound first.
+    * Timestamps: Kaldi frames (25 ms, ``snip_edges``) are centred at ``10 i + 12.5`` ms, so
+      patch ``q`` is centred at **87.5 + 100 q ms**; one timestamp per centre inside the
+      sound and at least one: ``n_timestamps = max(1, ceil((n - 1400) / 1600))``.
+    * Scene embeddings: :meth:`ASTBundle.embed_clip` of each sound (mean over the bundle's own
+      10.24 s windows), ``(n_sounds, 768)``.
+
+    Other ``input_tdim`` / strides / patch sizes follow the same formulas.
+    """
+
+    def __init__(self, bundle: ASTBundle, batch_size: int) -> None:
+        super().__init__(bundle, batch_size)
+        proj = bundle.model.patch_embed.proj
+        self.patch_frames = int(proj.kernel_size[1])
+        self.stride_frames = int(proj.stride[1])
+        self.freq_patches, self.patches_per_window = (int(g) for g in bundle.model.grid)
+        self.window_frames = int(bundle.model.input_tdim)
+        self.hop_frames = self.stride_frames * self.patches_per_window
+        # Kaldi frame i covers samples [160 i, 160 i + 400): centre 160 i + 200.
+        self.first_centre_samples = _FRAME_HOP * (self.patch_frames - 1) // 2 + AST_MIN_SAMPLES // 2
+        self.hop_samples = _FRAME_HOP * self.stride_frames
+        self.first_centre_ms = self.first_centre_samples * _MS_PER_SAMPLE
+        self.hop_ms = self.hop_samples * _MS_PER_SAMPLE
+
+    def num_timestamps(self, num_samples: int) -> int:
+        """One per patch centre inside the sound, at least one:
+        ``max(1, ceil((n - 1400) / 1600))`` for the AudioSet model."""
+        rest = int(num_samples) - self.first_centre_samples
+        return max(1, -(-rest // self.hop_samples))
+
+    def num_windows(self, num_samples: int) -> int:
+        """Model windows the timestamps of a ``num_samples`` sound need."""
+        return math.ceil(self.num_timestamps(num_samples) / self.patches_per_window)
+
+    def windows(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(n_sounds, n)`` -> normalised fbank windows ``(n_sounds, W, window_frames, 128)``
+        every ``hop_frames`` frames (``W = num_windows(n)``)."""
+        fbank = self.frontend.fbank
+        x = audio.to(fbank.dtype)
+        x = x - x.mean(dim=-1, keepdim=True)  # AST removes the whole clip's mean first
+        if x.shape[-1] < AST_MIN_SAMPLES:
+            x = nn.functional.pad(x, (0, AST_MIN_SAMPLES - x.shape[-1]))
+        feats = fbank(x)  # (n_sounds, T, 128) log mel
+        n_win = self.num_windows(audio.shape[-1])
+        total = (n_win - 1) * self.hop_frames + self.window_frames
+        feats = nn.functional.pad(feats[:, :total], (0, 0, 0, max(0, total - feats.shape[1])))
+        wins = feats.unfold(1, self.window_frames, self.hop_frames).transpose(2, 3)
+        if self.frontend.normalize:
+            wins = (wins - self.frontend.mean) / (self.frontend.std * 2.0)
+        return wins
+
+    def embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        n_sounds, n = audio.shape
+        wins = self.windows(audio)
+        n_win = wins.shape[1]
+        f, t = self.freq_patches, self.patches_per_window
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            tokens = self.model.forward_taps(x, "norm")["norm"][:, 2:]  # (b, f * t, D)
+            return tokens.reshape(len(x), f, t, -1).mean(dim=1)  # (b, t, D)
+
+        out = self.batched(wins.reshape(n_sounds * n_win, *wins.shape[2:]), run)
+        out = out.reshape(n_sounds, n_win * t, -1)
+        return out[:, : self.num_timestamps(n)]
+
+    def scene(self, audio: torch.Tensor) -> torch.Tensor:
+        # All sounds have the same length, so the same number of bundle windows.
+        wins = torch.stack([self.bundle.windows(a, SAMPLE_RATE) for a in audio])
+        n_sounds, n_win = wins.shape[:2]
+        emb = self.batched(wins.reshape(n_sounds * n_win, *wins.shape[2:]), self.model)
+        return emb.reshape(n_sounds, n_win, -1).mean(dim=1)
 
 
 # ----------------------------------------------------------------------------- factory
@@ -493,6 +679,7 @@ register(
         summary="PANNs CNN14 (16 kHz): 2048-d per clip",
         min_samples=CNN14_MIN_SAMPLES,
         fusion_layers=(3, 6),  # CNN14-Fusion#3#6
+        clip_feature_notes=("whole clip", "max+mean over T//32 fusion frames"),
     )
 )
 register(
@@ -502,11 +689,14 @@ register(
         summary="AST (AudioSet): 768-d per 10.24 s window",
         min_samples=AST_MIN_SAMPLES,
         fusion_layers=(4, 11),  # AST-Fusion#5#12 (0-based blocks 4 and 11)
+        clip_feature_notes=("mean over 10.24 s windows", "mean over 10.24 s windows"),
     )
 )
 
 __all__ = [
     "ASTBundle",
+    "ASTFrames",
+    "Cnn14Frames",
     "BACKBONES",
     "Cnn14Bundle",
     "load_backbone",

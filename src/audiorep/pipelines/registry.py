@@ -26,6 +26,11 @@ class BundleSpec:
         min_samples: shortest input at 16 kHz, in samples, the bundle embeds without padding.
         fusion_layers: the paper's default fusion layers (``--fusion``, ``*-fusion`` specs).
         options: keyword options the loader accepts besides ``weights``, ``device``, ``seed``.
+        clip_feature: how linear evaluation makes one vector per clip (EVAR's wrappers):
+            ``"embed_clip"`` (the bundle's own clip vector) or ``"mean_max"`` (max + mean over
+            the rows of ``embed``, EVAR's ``temporal_pooling: mean_max``).
+        clip_feature_notes: what the plain and the fusion clip features pool, in words (they
+            are part of the linear-evaluation cache key: change them only with the features).
     """
 
     name: str
@@ -34,6 +39,8 @@ class BundleSpec:
     min_samples: int
     fusion_layers: tuple[int, ...]
     options: tuple[str, ...] = ()
+    clip_feature: str = "embed_clip"
+    clip_feature_notes: tuple[str, str] = ("clip embedding", "fusion feature")
 
 
 BUNDLES: dict[str, BundleSpec] = {}

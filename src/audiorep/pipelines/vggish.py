@@ -7,14 +7,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
+from audiorep.features.fusion import GeneralPurposeVGGish
 from audiorep.features.postprocess import Postprocessor
 from audiorep.frontends.vggish import (
+    EXAMPLE_FRAMES,
+    EXAMPLE_SAMPLES,
+    HOP_LENGTH,
+    NUM_BANDS,
+    SAMPLE_RATE,
     VGGISH_WINDOWING,
     VGGishFrontend,
     Windowing,
@@ -27,26 +35,13 @@ from audiorep.pipelines.base import (
     RANDOM_WEIGHTS,
     RESAMPLER,
     Bundle,
+    Embeddings,
+    Frames,
     WeightsUnavailableError,
     model_from_state,
     random_weights_description,
 )
 from audiorep.pipelines.registry import BundleSpec, register
-
-
-@dataclass
-class Embeddings:
-    """The result of embedding one clip.
-
-    Attributes:
-        embeddings: float32 ``(N, 128)``.
-        timestamps: float64 ``(N,)`` start time of each example in seconds (``k * hop``).
-        quantized: uint8 ``(N, 128)`` PCA-quantised (AudioSet release form), if PCA loaded.
-    """
-
-    embeddings: np.ndarray
-    timestamps: np.ndarray
-    quantized: np.ndarray | None = None
 
 
 class VGGishBundle(Bundle):
@@ -62,6 +57,7 @@ class VGGishBundle(Bundle):
     name = "vggish"
     sample_rate = 16000
     embedding_size = 128
+    streams_windows = True
 
     def __init__(
         self,
@@ -187,14 +183,57 @@ class VGGishBundle(Bundle):
             )
         return self.postprocessor(embeddings.to(self.device))
 
-    def embed_clip(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> Embeddings:
+    def clip_embeddings(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> Embeddings:
         """Embeddings, example start times and (with PCA) the quantised bytes of one clip."""
         emb = self.embed(waveform, sample_rate)
         quantized = self.quantize(emb).cpu().numpy() if self.postprocessor is not None else None
         return Embeddings(
             embeddings=emb.cpu().numpy().astype(np.float32),
-            timestamps=example_timestamps(emb.shape[0], self.windowing.hop_seconds),
+            timestamps=self.unit_starts(emb.shape[0]),
             quantized=quantized,
+        )
+
+    def unit_starts(self, num_units: int) -> np.ndarray:
+        """Start of each example in seconds, float64 ``(num_units,)`` (``k * hop``)."""
+        return example_timestamps(num_units, self.windowing.hop_seconds)
+
+    def unit_seconds(self, clip_seconds: float) -> float:
+        """0.96 s: one 96-frame example."""
+        return EXAMPLE_FRAMES * HOP_LENGTH / SAMPLE_RATE
+
+    def windowing_settings(self) -> dict[str, object]:
+        return self.windowing.as_dict()
+
+    def describe_units(self) -> str:
+        return f"0.96 s each, hop {self.windowing.hop_seconds:g} s"
+
+    def fusion_module(self, layers: Sequence[int | str] | None = None) -> GeneralPurposeVGGish:
+        """GP-VGGish on this model (default layers ``[9, 14]``, VGGish-Fusion#10#15)."""
+        return GeneralPurposeVGGish(self.model, layers or DEFAULT_FUSION_LAYERS)
+
+    @torch.inference_mode()
+    def fusion(
+        self,
+        waveform: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        layers: Sequence[int | str] | None = None,
+    ) -> torch.Tensor:
+        """One clip -> GP-VGGish clip feature ``(D,)`` (8192 for ``[9, 14]``): the fusion
+        frames of every example, max + mean over all of them (EVAR's ``AR_VGGish_Fusion``)."""
+        examples = self.examples(waveform, sample_rate)
+        module = self.fusion_module(layers)
+        return module.forward_clip(examples[None].to(self.device, torch.float32))[0].float()
+
+    def frames(
+        self, *, hop_seconds: float | None = None, batch_size: int | None = None
+    ) -> VGGishFrames:
+        """HEAR-style frames: 0.96 s examples centred every ``hop_seconds`` (default 0.05 s,
+        :class:`VGGishFrames`)."""
+        hop = DEFAULT_FRAME_HOP_SECONDS if hop_seconds is None else hop_seconds
+        return VGGishFrames(
+            self,
+            Windowing.from_hop_seconds(hop),
+            DEFAULT_FRAME_BATCH_SIZE if batch_size is None else batch_size,
         )
 
     def settings(self) -> dict[str, object]:
@@ -207,7 +246,7 @@ class VGGishBundle(Bundle):
             "final_relu": bool(self.model.torchvggish_compat),
             "frontend_dtype": str(self.frontend.dtype).replace("torch.", ""),
             "precision": self.precision,
-            "windowing": self.windowing.as_dict(),
+            "windowing": self.windowing_settings(),
             "resampler": RESAMPLER,
         }
 
@@ -217,6 +256,149 @@ class VGGishBundle(Bundle):
             f"VGGishBundle(weights={self.weights_description!r}, {pca}, "
             f"frontend_dtype={self.frontend.dtype}, device={self.device})"
         )
+
+
+#: Default hop between frame (HEAR timestamp) centres, in seconds (HEAR suggests <= 50 ms).
+DEFAULT_FRAME_HOP_SECONDS = 0.05
+#: Examples per model forward when computing frames.
+DEFAULT_FRAME_BATCH_SIZE = 256
+#: The paper's fusion layers (VGGish-Fusion#10#15: the conv4_2 block and fc1_2).
+DEFAULT_FUSION_LAYERS = (9, 14)
+_HALF_WINDOW = EXAMPLE_SAMPLES // 2  # 7800 samples = 487.5 ms, centre of an example
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where the centred windows of a sound lie, for a hop of ``hop_samples`` at 16 kHz.
+
+    The sound is padded with ``lead_windows * hop_samples`` zeros in front (as many whole hops
+    as fit in half a window), so the first window is centred as close after t = 0 as the frame
+    grid allows, at ``c0 = first_centre_samples``; window ``k`` is centred at ``c0 + k * hop``.
+    docs/hear.md has the full rule.
+
+    Attributes:
+        hop_samples: samples between window starts (a multiple of the 160-sample frame hop).
+    """
+
+    hop_samples: int
+
+    def __post_init__(self) -> None:
+        if self.hop_samples < HOP_LENGTH or self.hop_samples % HOP_LENGTH:
+            raise ValueError(
+                f"hop_samples must be a positive multiple of {HOP_LENGTH}, got {self.hop_samples}"
+            )
+
+    @property
+    def lead_windows(self) -> int:
+        """Windows before the first one starting at sample 0: the front padding is
+        ``lead_windows * hop_samples`` zeros, as many whole hops as fit in half a window."""
+        return _HALF_WINDOW // self.hop_samples
+
+    @property
+    def first_centre_samples(self) -> int:
+        """Centre of the first window, in samples from the sound's start (``c0``)."""
+        return _HALF_WINDOW - self.lead_windows * self.hop_samples
+
+    def num_timestamps(self, num_samples: int) -> int:
+        """Windows for ``num_samples`` samples: one per centre ``c0 + k * hop`` inside the
+        sound, and at least one: ``max(1, ceil((num_samples - c0) / hop))``."""
+        rest = int(num_samples) - self.first_centre_samples
+        return max(1, -(-rest // self.hop_samples))
+
+    def timestamps_ms(self, num_samples: int) -> torch.Tensor:
+        """float32 ``(n_timestamps,)`` window centres in milliseconds (CPU)."""
+        k = torch.arange(self.num_timestamps(num_samples), dtype=torch.float64)
+        centres = (self.first_centre_samples + k * self.hop_samples) * (1000.0 / SAMPLE_RATE)
+        return centres.to(torch.float32)
+
+
+class VGGishFrames(Frames):
+    """VGGish examples centred every hop (:class:`WindowLayout`): one 128-d embedding per
+    window; the scene embedding is their mean (the HEAR baseline convention).
+
+    Every window lying entirely inside the sound is exactly an example of the bundle loaded with
+    ``windowing=Windowing.from_hop_seconds(hop)``; windows reaching into the padding see zeros.
+
+    Args:
+        bundle: the VGGish bundle (its model, frontend dtype and precision are used).
+        windowing: the hop (``window_samples`` must be ``None``, no peak normalisation: those
+            are FAD conventions).
+        batch_size: examples per model forward.
+    """
+
+    def __init__(self, bundle: VGGishBundle, windowing: Windowing, batch_size: int) -> None:
+        super().__init__(bundle, batch_size)
+        if windowing.window_samples is not None or windowing.peak_normalize:
+            raise ValueError(
+                f"frames are 96-frame examples without peak normalisation; got {windowing!r}"
+            )
+        self.model = bundle.model  # registered: ``.to(device)`` moves it
+        self.frontend = VGGishFrontend(bundle.frontend.dtype, windowing).to(bundle.device)
+        self.layout = WindowLayout(windowing.hop_frames * HOP_LENGTH)
+
+    @property
+    def hop_samples(self) -> int:
+        return self.layout.hop_samples
+
+    @property
+    def lead_windows(self) -> int:
+        return self.layout.lead_windows
+
+    @property
+    def first_centre_samples(self) -> int:
+        return self.layout.first_centre_samples
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / SAMPLE_RATE
+
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[override]
+        out = super()._apply(fn, *args, **kwargs)
+        # Let the bundle move what it owns outside the registered modules (PCA) and drop its
+        # device-specific caches (TorchScript / bfloat16 copies of the model).
+        self.bundle.to(self.bundle.device)
+        return out
+
+    def num_timestamps(self, num_samples: int) -> int:
+        return self.layout.num_timestamps(num_samples)
+
+    def timestamps_ms(self, num_samples: int) -> torch.Tensor:
+        return self.layout.timestamps_ms(num_samples).to(self.device)
+
+    def window_examples(self, audio: torch.Tensor) -> torch.Tensor:
+        """The log-mel example of every window: ``(n_sounds, n_timestamps, 96, 64)``.
+
+        ``audio``: ``(n_sounds, n_samples)`` at 16 kHz. One frontend pass for the whole batch
+        (in the frontend's dtype, on the model's device); the result is a strided view of
+        the log-mel frames, so it costs ~frames, not ~examples, of memory (~19x less at 50 ms).
+        """
+        n = audio.shape[1]
+        h, lead = self.hop_samples, self.lead_windows
+        # Samples the last window reaches, counted from the start of the front padding.
+        needed = (self.num_timestamps(n) - 1) * h + EXAMPLE_SAMPLES
+        x = audio.to(device=self.device, dtype=self.frontend.dtype)
+        if x.shape[0] == 0:  # an empty batch (FFT backends reject zero-size inputs)
+            return x.new_zeros((0, self.num_timestamps(n), EXAMPLE_FRAMES, NUM_BANDS))
+        x = nn.functional.pad(x, (lead * h, max(0, needed - lead * h - n)))[:, :needed]
+        return self.frontend.frame_examples(self.frontend.log_mel(x))
+
+    def embeddings(self, audio: torch.Tensor) -> torch.Tensor:
+        n_sounds, n = audio.shape
+        count = self.num_timestamps(n)
+        examples = self.window_examples(audio)
+        total = n_sounds * count
+        out = torch.empty((total, self.embedding_size), device=self.device)
+        for start in range(0, total, self.batch_size):
+            idx = torch.arange(start, min(start + self.batch_size, total), device=self.device)
+            chunk = examples[idx // count, idx % count]  # gathers this batch only
+            out[start : start + len(idx)] = self.bundle.embed_examples(chunk, len(idx))
+        return out.reshape(n_sounds, count, self.embedding_size)
+
+    def scene(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(audio).mean(dim=1)
+
+    def extra_repr(self) -> str:
+        return f"hop_seconds={self.hop_seconds}, batch_size={self.batch_size}"
 
 
 def _random_pca(seed: int) -> Postprocessor:
@@ -310,9 +492,11 @@ register(
         loader=load_vggish,
         summary="VGGish (Google, AudioSet): 128-d per 0.96 s example, TF-reference exact",
         min_samples=15600,  # one 0.96 s example: 96 frames of 10 ms + the 25 ms window tail
-        fusion_layers=(9, 14),  # VGGish-Fusion#10#15 (conv4_2 block and fc1_2)
+        fusion_layers=DEFAULT_FUSION_LAYERS,
         options=("pca", "frontend_dtype", "torchvggish_compat", "precision", "windowing"),
+        clip_feature="mean_max",
+        clip_feature_notes=("max+mean over examples", "max+mean over 6n fusion frames"),
     )
 )
 
-__all__ = ["Embeddings", "VGGishBundle", "load_vggish"]
+__all__ = ["Embeddings", "VGGishBundle", "VGGishFrames", "WindowLayout", "load_vggish"]
