@@ -102,3 +102,22 @@ def test_api_refuses_non_finite_samples_and_bad_rates():
         with pytest.raises(ValueError, match="sample rate must be a positive whole number"):
             bundle.embed(torch.zeros(16000), rate)
     assert bundle.embed(torch.zeros(16000), 16000).shape == (1, 128)  # clean input still works
+
+
+def test_headerless_au_is_decoded_with_a_warning(tmp_path):
+    """Random bytes named .au are 'valid' headerless mu-law to libsndfile: the user is told."""
+    import warnings
+
+    from audiorep.audio import DamagedAudioWarning
+
+    noise = tmp_path / "noise.au"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.warns(DamagedAudioWarning, match=r"noise\.au: no audio header"):
+        waveform, sr = load(noise)
+    assert sr == 8000 and waveform.shape == (1, 4000)
+    real = tmp_path / "tone.au"  # a real AU file (".snd" header) decodes without a warning
+    sf.write(real, 0.5 * np.sin(np.arange(800) / 5.0), 8000, format="AU", subtype="ULAW")
+    assert real.read_bytes()[:4] == b".snd"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedAudioWarning)
+        assert load(real)[0].shape == (1, 800)

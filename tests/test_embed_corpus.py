@@ -137,6 +137,40 @@ def test_packed_batches_and_workers_match_file_by_file(corpus, bundle):
     assert summary.examples == sum(g.shape[0] for g in got.values())
 
 
+def test_progress_moves_during_one_long_file(tmp_path, bundle, monkeypatch):
+    """Issue 12 item 14: the bar advances by fractions of a file as its examples are embedded
+    (it used to sit at 0/1 for a whole long file), and ends at exactly the file count."""
+    import audiorep.extract.engine as engine
+
+    shown: list[float] = []
+
+    class RecordingBar:
+        def __init__(self, total, **kwargs):
+            self.n = 0.0
+
+        def update(self, step):
+            self.n += step
+            shown.append(self.n)
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "tqdm", RecordingBar)
+    rs = np.random.RandomState(5)
+    sf.write(tmp_path / "long.wav", _noise(rs, 16000, 12.0), 16000)  # 12 examples
+    sf.write(tmp_path / "short.wav", _noise(rs, 16000, 2.0), 16000)
+    items = collect_inputs([tmp_path])
+    summary = embed_corpus(bundle, items, lambda r: None, batch_size=2, chunk_seconds=2.0)
+    assert summary.written == 2
+    fractional = [n for n in shown if 0.0 < n < 1.0]
+    assert len(fractional) >= 4, shown  # the long file moved the bar in steps
+    assert all(b >= a for a, b in zip(shown, shown[1:]))  # never backwards
+    assert shown[-1] == pytest.approx(2.0, abs=1e-9)
+
+
 # ----------------------------------------------------------------------------- formats
 
 

@@ -190,6 +190,7 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
         try:
             with sf.SoundFile(native_path(p)) as f:
                 sr, declared = int(f.samplerate), int(f.frames)
+                headerless = f.format == "RAW"
                 check_size(p, sr, declared)
                 # In blocks: a header that lies about its length cannot make us allocate it.
                 blocks = list(f.blocks(_READ_BLOCK, dtype="float32", always_2d=True))
@@ -201,6 +202,15 @@ def load(path: str | os.PathLike, *, mono: bool = False) -> tuple[torch.Tensor, 
         data = np.ascontiguousarray(array.T)  # soundfile gives (samples, channels)
         if data.shape[-1] and not warn_if_wav_truncated(p, data.shape[-1]):
             _warn_damaged(p, declared, data.shape[-1])
+        if headerless:
+            # libsndfile reads a ".au"/".snd" without its ".snd" magic as headerless 8 kHz
+            # mu-law, which any bytes are: the samples may be noise.
+            warnings.warn(
+                f"{p}: no audio header (libsndfile decoded it as headerless {sr} Hz "
+                f"{f.subtype} samples, which any bytes are); check that it is audio",
+                DamagedAudioWarning,
+                stacklevel=2,
+            )
     if data.shape[-1] == 0:
         raise AudioLoadError(p, "zero-length audio (no samples)")
     if not np.isfinite(data).all():

@@ -126,7 +126,9 @@ class _ChunkSource(IterableDataset):
                 item.path, self.windowing, self.dtype, self.chunk_seconds, self.pad_short
             )
             try:
-                for chunk in clip:
+                for k, chunk in enumerate(clip):
+                    if k == 0:  # the header is read: how many examples the file will give
+                        yield "expect", index, clip.expected_examples
                     yield "chunk", index, chunk
             except FILE_ERRORS as exc:
                 yield (
@@ -200,7 +202,9 @@ def _identity(x):
 
 
 class _FileState:
-    __slots__ = ("parts", "fusion_parts", "fmax", "fsum", "frames", "pending", "done", "info")
+    __slots__ = (
+        "parts", "fusion_parts", "fmax", "fsum", "frames", "pending", "done", "info", "expected"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.parts: list[torch.Tensor] = []
@@ -211,6 +215,7 @@ class _FileState:
         self.pending = 0  # rows queued but not yet embedded
         self.done = False
         self.info: tuple[float, bool] = (0.0, False)
+        self.expected = 0  # examples the file will give (0 = not known yet)
 
 
 def embed_corpus(
@@ -273,15 +278,29 @@ def embed_corpus(
     states: dict[int, _FileState] = {}
     queue: list[tuple[int, torch.Tensor]] = []
     queued = 0
+    # Files are the unit, advanced by fractions as a file's examples are embedded, so one
+    # long file moves the bar too (not 0/1 until it ends).
     bar = tqdm(
-        total=len(todo), unit="file", disable=not progress, dynamic_ncols=True, smoothing=0.05
+        total=len(todo),
+        unit="file",
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.05,
+        bar_format="{l_bar}{bar}| {n:.2f}/{total_fmt} files [{elapsed}<{remaining}{postfix}]",
     )
+    advanced: dict[int, float] = {}  # fraction of each open file already shown
+
+    def advance(index: int, fraction: float) -> None:
+        step = min(fraction, 1.0 - advanced.get(index, 0.0))
+        if step > 0:
+            advanced[index] = advanced.get(index, 0.0) + step
+            bar.update(step)
 
     def finish(index: int, result: FileResult) -> None:
         states.pop(index, None)
         summary.record(result)
         on_result(result)
-        bar.update(1)
+        bar.update(1.0 - advanced.pop(index, 0.0))
         wall = max(time.perf_counter() - start, 1e-9)
         bar.set_postfix(
             audio_h=f"{summary.audio_seconds / 3600:.3f}",
@@ -314,6 +333,8 @@ def embed_corpus(
             n = ex.shape[0]
             st = states.get(index)
             if st is not None:  # None: the file failed meanwhile, drop its rows
+                if st.expected:
+                    advance(index, 0.999 * n / st.expected)  # the last 0.1% on completion
                 st.parts.append(emb[at : at + n])
                 if frames is not None:
                     f = frames[at : at + n]  # (n, D, T)
@@ -354,6 +375,8 @@ def embed_corpus(
                     queued += payload.shape[0]
                     st.pending += payload.shape[0]
                     drain(force=False)
+            elif kind == "expect":
+                st.expected = int(payload)
             elif kind == "clip":
                 waveform, sr = payload
                 try:

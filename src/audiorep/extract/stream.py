@@ -57,7 +57,8 @@ class ClipExamples:
         pad_short: zero-pad a clip shorter than one example to exactly one example (instead of
             yielding nothing).
 
-    After iteration, ``duration`` (seconds), ``num_examples`` and ``padded`` are set.
+    After iteration, ``duration`` (seconds), ``num_examples`` and ``padded`` are set;
+    ``expected_examples`` is set before the first chunk is yielded (for progress reports).
 
     Raises:
         AudioLoadError: unreadable, empty or non-finite audio (names the file).
@@ -79,6 +80,7 @@ class ClipExamples:
         self.duration = 0.0
         self.num_examples = 0
         self.padded = False
+        self.expected_examples = 0
         self._frontend = VGGishFrontend(dtype, windowing)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -115,7 +117,7 @@ class ClipExamples:
                 y16, SAMPLE_RATE, dtype=self.dtype, windowing=self.windowing
             )
             self.padded = True
-        self.num_examples = int(examples.shape[0])
+        self.num_examples = self.expected_examples = int(examples.shape[0])
         step = self._examples_per_chunk()
         for k in range(0, examples.shape[0], step):
             yield examples[k : k + step].float()
@@ -127,7 +129,7 @@ class ClipExamples:
 
     def _stream(self, sr: int, frames: int) -> Iterator[torch.Tensor]:
         n16 = output_length(frames, sr, SAMPLE_RATE)
-        total = self.windowing.num_examples(n16)
+        total = self.expected_examples = self.windowing.num_examples(n16)
         hop = self.windowing.hop_frames * HOP_LENGTH
         step = self._examples_per_chunk()
         buf = np.zeros(0)  # mono float64 input samples [buf_start, buf_start + len)
