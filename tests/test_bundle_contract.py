@@ -86,6 +86,14 @@ def test_every_method_means_the_same_for_every_bundle(bundle):
         emb = frames.embeddings(clip[None].repeat(2, 1))
     assert emb.shape == (2, frames.num_timestamps(n), bundle.embedding_size)
     assert frames.timestamps_ms(n).shape == (frames.num_timestamps(n),)
+    # the HEAR API serves every bundle through the one generic wrapper
+    from audiorep import hear
+
+    module = hear.HearModel(bundle, batch_size=2)
+    ts_emb, ts = hear.get_timestamp_embeddings(clip[None], module)
+    assert ts_emb.shape == (1, frames.num_timestamps(n), bundle.embedding_size)
+    assert ts.shape == (1, frames.num_timestamps(n)) and torch.all(torch.diff(ts[0]) > 0)
+    assert hear.get_scene_embeddings(clip[None], module).shape == (1, bundle.embedding_size)
 
 
 def test_consumers_do_not_branch_on_the_model_name():
