@@ -333,6 +333,28 @@ def test_fetch_replaces_a_corrupt_cached_file(server, monkeypatch):
     assert weights.fetch("test-model", progress=False).read_bytes() == PAYLOAD
 
 
+def test_md5_only_entries_are_verified(server, monkeypatch, tmp_path):
+    """SpecVQGAN publishes only MD5s: downloads, cached files and `verify` check them."""
+    import hashlib
+
+    good = hashlib.md5(PAYLOAD).hexdigest()
+    dst = tmp_path / "m.bin"
+    weights.download(server.url("model.bin"), dst, md5=good.upper(), progress=False)
+    assert dst.read_bytes() == PAYLOAD
+    with pytest.raises(weights.ChecksumError, match="md5 mismatch") as e:
+        weights.download(server.url("model.bin"), tmp_path / "x.bin", md5="0" * 32, progress=False)
+    assert good in str(e.value) and not (tmp_path / "x.bin.part").exists()
+    add_entry(monkeypatch, "md5-model", (server.url("model.bin"),), sha256=None, md5=good)
+    path = weights.fetch("md5-model", progress=False)
+    assert path.read_bytes() == PAYLOAD and weights.verify("md5-model")["ok"]
+    path.write_bytes(b"corrupt")  # a damaged cached copy is caught by its MD5
+    report = weights.verify("md5-model")
+    assert not report["ok"] and report["message"] == "MD5 MISMATCH"
+    monkeypatch.setenv("AUDIOREP_OFFLINE", "1")
+    with pytest.raises(weights.ChecksumError, match=f"md5 {good}"):
+        weights.fetch("md5-model", progress=False)
+
+
 def test_fetch_offline_says_where_to_put_the_file(server, monkeypatch, isolated_cache):
     add_entry(monkeypatch, "test-model", (server.url("model.bin"),))
     monkeypatch.setenv("AUDIOREP_OFFLINE", "1")

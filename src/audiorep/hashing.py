@@ -16,7 +16,16 @@ CHUNK_BYTES = 1 << 20
 
 def file_sha256(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
     """Hex sha256 of a file's bytes, read in ``chunk``-byte blocks."""
-    digest = hashlib.sha256()
+    return _file_digest(hashlib.sha256(), path, chunk)
+
+
+def file_md5(path: str | os.PathLike, chunk: int = CHUNK_BYTES) -> str:
+    """Hex MD5 of a file's bytes: only to compare with a publisher's MD5 (SpecVQGAN gives no
+    sha256); never a cache key."""
+    return _file_digest(hashlib.md5(usedforsecurity=False), path, chunk)
+
+
+def _file_digest(digest, path: str | os.PathLike, chunk: int) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)

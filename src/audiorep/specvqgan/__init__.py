@@ -1,14 +1,12 @@
-"""SpecVQGAN (Iashin & Rahtu, BMVC 2021): reserved home, not implemented yet (issues 13-15).
+"""SpecVQGAN (Iashin & Rahtu, BMVC 2021): its data, judges' evaluation, codec and generator.
 
-Planned layout (docs/architecture.md, "Layers": ``specvqgan`` sits above ``fad`` and
-``evaluation`` and below ``cli``):
+Layout (docs/architecture.md, "Layers": ``specvqgan`` sits above ``fad`` and ``evaluation``
+and below ``cli``):
 
-* ``codec.py``, ``quantizer.py``: the spectrogram VQGAN and its codebook;
-* ``vocoder.py``: MelGAN;
-* ``transformer.py``: the visually guided code transformer and sampling;
-* ``training.py``: their loops, on the shared training plumbing;
-* ``evaluate.py``: FID / MKL / IS / KID with the Melception and VGGish-ish judges.
+* ``mels.py``: a folder of audio or video -> the authors' ``melspec_10s_22050hz`` layout;
+* ``evaluate.py``: FID / MKL / IS / KID with the Melception judge;
+* codec, vocoder, transformer and their training loops: issues 14-15.
 
-The 22.05 kHz mel front end goes to ``frontends/``, the two spectrogram classifiers
-(VGGish-ish, Melception) to ``models/`` as tapped models with bundles in ``pipelines/``.
+The 22.05 kHz mel front end is in ``frontends/specvqgan.py``; the two spectrogram classifiers
+(VGGish-ish, Melception) are tapped models in ``models/``; LPAPS is in ``losses/lpaps.py``.
 """

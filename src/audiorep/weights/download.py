@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from audiorep.hashing import file_sha256
+from audiorep.hashing import file_md5, file_sha256
 from audiorep.weights.cache import (
     ENV_HOME,
     ENV_OFFLINE,
@@ -45,8 +45,12 @@ def _digest_ok(digest: str, sha256: str | None, prefix: str | None) -> bool:
     return not (prefix and not digest.startswith(prefix.lower()))
 
 
-def _expected_text(sha256: str | None, prefix: str | None) -> str:
-    return sha256.lower() if sha256 else f"{prefix.lower()}... (prefix)" if prefix else "-"
+def _expected_text(sha256: str | None, prefix: str | None, md5: str | None = None) -> str:
+    if sha256:
+        return sha256.lower()
+    if prefix:
+        return f"{prefix.lower()}... (prefix)"
+    return f"md5 {md5.lower()}" if md5 else "-"
 
 
 # ----------------------------------------------------------------------------- download
@@ -146,6 +150,7 @@ def download(
     *,
     sha256: str | None = None,
     sha256_prefix: str | None = None,
+    md5: str | None = None,
     progress: bool = True,
     timeout: float = 60,
     retries: int = 2,
@@ -163,6 +168,8 @@ def download(
         dst: final path; its folder is created.
         sha256: expected full hex digest.
         sha256_prefix: expected leading hex digits (e.g. ``"10086976"``).
+        md5: expected hex MD5, where the publisher gives only that (checked after the
+            transfer; a weaker check than sha256, still one against corruption).
         progress: show a tqdm bar (bytes) on stderr.
         timeout: socket timeout per connect/read, seconds.
         retries: extra attempts that resume after an interruption.
@@ -177,8 +184,8 @@ def download(
             kept, so calling again resumes).
 
     Warns:
-        UnpinnedWeightsWarning: neither ``sha256`` nor ``sha256_prefix`` was given; the
-            message carries the computed digest.
+        UnpinnedWeightsWarning: neither ``sha256``, ``sha256_prefix`` nor ``md5`` was given;
+            the message carries the computed digest.
     """
     dst = Path(dst)
     if is_offline():
@@ -217,7 +224,15 @@ def download(
             "The download was deleted. Try again; if it persists the file on the server has "
             "changed or is being corrupted in transit."
         )
-    if not (sha256 or sha256_prefix):
+    if md5 and file_md5(part) != md5.lower():
+        got = file_md5(part)
+        part.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"md5 mismatch for {url}:\n  expected {md5.lower()}\n  got      {got}\n"
+            "The download was deleted. Try again; if it persists the file on the server has "
+            "changed or is being corrupted in transit."
+        )
+    if not (sha256 or sha256_prefix or md5):
         warnings.warn(
             f"{dst.name} is not pinned to a checksum, so its integrity was not verified "
             f"(downloaded from {url}); its sha256 is {digest}",
@@ -254,17 +269,21 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     entry = get_entry(name)
     path = cached_path(name)
     if path.exists():
-        if not entry.pinned and (entry.size is None or path.stat().st_size == entry.size):
+        size_ok = entry.size is None or path.stat().st_size == entry.size
+        if not entry.pinned and not entry.md5 and size_ok:
             return path
-        digest = sha256_file(path)
-        if _digest_ok(digest, entry.sha256, entry.sha256_prefix) and (
-            entry.size is None or path.stat().st_size == entry.size
-        ):
+        if entry.pinned:
+            digest = sha256_file(path)
+            good = _digest_ok(digest, entry.sha256, entry.sha256_prefix)
+        else:  # only the publisher's MD5 is known
+            digest = file_md5(path)
+            good = digest == entry.md5.lower()
+        if good and size_ok:
             return path
         if is_offline():
             raise ChecksumError(
                 f"cached {path} fails its checksum (expected "
-                f"{_expected_text(entry.sha256, entry.sha256_prefix)}, got {digest}). "
+                f"{_expected_text(entry.sha256, entry.sha256_prefix, entry.md5)}, got {digest}). "
                 f"Replace it with the file from {entry.urls[0]}."
             )
         logger.warning("cached %s fails its checksum (%s); downloading again", path, digest)
@@ -279,6 +298,7 @@ def fetch(name: str, *, progress: bool = True) -> Path:
                 path,
                 sha256=entry.sha256,
                 sha256_prefix=entry.sha256_prefix,
+                md5=entry.md5,
                 progress=progress,
             )
         except DownloadError as e:
@@ -317,7 +337,9 @@ def verify(name_or_path: PathLike) -> dict[str, Any]:
         "exists": path.is_file(),
         "size": None,
         "sha256": None,
-        "expected": _expected_text(entry.sha256, entry.sha256_prefix) if entry else "-",
+        "expected": (
+            _expected_text(entry.sha256, entry.sha256_prefix, entry.md5) if entry else "-"
+        ),
         "pinned": bool(entry and entry.pinned),
         "ok": False,
         "message": "",
@@ -328,7 +350,12 @@ def verify(name_or_path: PathLike) -> dict[str, Any]:
     digest = sha256_file(path)
     size = path.stat().st_size
     result.update(size=size, sha256=digest)
-    if entry is None or not entry.pinned:
+    if entry is not None and not entry.pinned and entry.md5:
+        result["md5"] = file_md5(path)
+        ok = result["md5"] == entry.md5.lower() and (entry.size is None or size == entry.size)
+        result["ok"] = ok
+        result["message"] = "md5 matches the publisher's" if ok else "MD5 MISMATCH"
+    elif entry is None or not entry.pinned:
         result["ok"] = entry is None or entry.size is None or size == entry.size
         result["message"] = "no pinned checksum to compare with" if result["ok"] else "bad size"
     else:

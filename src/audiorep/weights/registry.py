@@ -28,6 +28,9 @@ class WeightsEntry:
             detects the format from the content).
         companions: other entries fetched with this one by :func:`resolve_vggish_weights`
             (the matching PCA file).
+        md5: full hex MD5 digest when the publisher gives only that (SpecVQGAN's files); a
+            weaker check than sha256, recorded so a file can be matched against the authors'
+            published value. It does not make an entry :attr:`pinned`.
     """
 
     name: str
@@ -41,6 +44,7 @@ class WeightsEntry:
     kind: str
     converter: str
     companions: tuple[str, ...] = ()
+    md5: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -160,6 +164,75 @@ for _entry in (
         "(safetensors; a mirror when Dropbox fails)",
         kind="model",
         converter="ast_hf",
+    ),
+):
+    REGISTRY[_entry.name] = _entry
+del _entry
+
+# SpecVQGAN's spectrogram classifiers and their input statistics, as the authors' code downloads
+# them (specvqgan/util.py: URL_MAP, CKPT_MAP, MD5_MAP; README "Evaluation" section; repository
+# v-iashin/SpecVQGAN @ 33c601d). The authors publish md5 only; no sha256 is published for the two
+# .pt files (searched code, issues and pages, 2026-12), so they are unpinned here and carry their
+# md5. Read them with audiorep.convert.specvqgan (torch.load(weights_only=True) with an explicit
+# NumPy allow-list). LPAPS has no weights file of its own: the authors' LPAPS reads
+# vggishish16.pt (their name for it: "vggishish_lpaps") and the statistics file below, and no
+# trained LPAPS heads were ever published (SpecVQGAN Issue #13).
+_SPECVQGAN_BUCKET = (
+    "https://a3s.fi/swift/v1/AUTH_a235c0f452d648828f745589cde1219a/specvqgan_public/"
+)
+_SPECVQGAN_RAW = (
+    "https://raw.githubusercontent.com/v-iashin/SpecVQGAN/33c601d6dbb83867b8af5ad9b1613c31bafb4a40/"
+)
+for _entry in (
+    WeightsEntry(
+        name="specvqgan-vggishish16",
+        urls=(_SPECVQGAN_BUCKET + "vggishish16.pt",),
+        filename="vggishish16.pt",
+        sha256=None,  # unknown: only the md5 is published
+        sha256_prefix=None,
+        size=None,  # about 1.54 GB (README); the exact size is not published
+        licence="MIT (v-iashin/SpecVQGAN; trained on VGGSound)",
+        description="SpecVQGAN's VGGish-ish classifier (VGGSound, 309 classes; also LPAPS's "
+        "backbone, the authors' 'vggishish_lpaps'); a training checkpoint, ~1.54 GB",
+        kind="model",
+        converter="specvqgan_pt",
+        companions=("specvqgan-mel-stats",),
+        md5="197040c524a07ccacf7715d7080a80bd",
+    ),
+    WeightsEntry(
+        name="specvqgan-melception",
+        urls=(_SPECVQGAN_BUCKET + "melception-21-05-10T09-28-40.pt",),
+        filename="melception-21-05-10T09-28-40.pt",
+        sha256=None,  # unknown: only the md5 is published
+        sha256_prefix=None,
+        size=None,  # about 0.27 GB (README); the exact size is not published
+        licence="MIT (v-iashin/SpecVQGAN; trained on VGGSound)",
+        description="SpecVQGAN's Melception (Inception-v3 on mels, VGGSound, 309 classes): "
+        "the FID / IS / KID / MKL feature extractor; a training checkpoint, ~0.27 GB",
+        kind="model",
+        converter="specvqgan_pt",
+        companions=("specvqgan-mel-stats",),
+        md5="a71a41041e945b457c7d3d814bbcf72d",
+    ),
+    WeightsEntry(
+        name="specvqgan-mel-stats",
+        urls=(
+            _SPECVQGAN_BUCKET + "train_means_stds_melspec_10s_22050hz.txt",
+            # the same bytes in the repository at the commit studied (md5 checked)
+            _SPECVQGAN_RAW
+            + "specvqgan/modules/losses/vggishish/data/train_means_stds_melspec_10s_22050hz.txt",
+        ),
+        filename="train_means_stds_melspec_10s_22050hz.txt",
+        # computed here from the repository's copy, whose md5 equals the published one
+        sha256="77e3ce8a878a837231581855434e2a85926b87d5cad0d57a3d0cad3292b2a5cc",
+        sha256_prefix=None,
+        size=1760,
+        licence="MIT (v-iashin/SpecVQGAN)",
+        description="VGGSound per-mel-bin mean/std (80 rows): the input normalisation of "
+        "VGGish-ish and Melception and LPAPS's scaling layer (also shipped with audiorep)",
+        kind="model",  # model input statistics (LPAPS buffers), not AudioSet PCA parameters
+        converter="specvqgan_mel_stats",
+        md5="f449c6fd0e248936c16f6d22492bb625",
     ),
 ):
     REGISTRY[_entry.name] = _entry
