@@ -128,6 +128,7 @@ NUMERIC_FILES = {
     "test_hear.py",
     "test_hear_backbones.py",
     "test_losses.py",
+    "test_melception.py",
     "test_lpaps.py",
     "test_metrics_fad_inf.py",
     "test_metrics_frechet.py",
@@ -136,6 +137,8 @@ NUMERIC_FILES = {
     "test_metrics_stats.py",
     "test_model.py",
     "test_resample.py",
+    "test_specvqgan_evaluate.py",
+    "test_specvqgan_judges.py",
     "test_vggish_parity.py",
     "test_vggishish.py",
 }

@@ -6,7 +6,8 @@ every model registers a :class:`~audiorep.pipelines.registry.BundleSpec` in its 
 * ``base.py``: the :class:`Bundle` base class, settings keys, the random-weights sentinel;
 * ``registry.py``: :data:`BUNDLES`, :func:`register`, :func:`load`;
 * ``vggish.py``: :class:`VGGishBundle`;
-* ``backbones.py``: :class:`Cnn14Bundle`, :class:`ASTBundle`.
+* ``backbones.py``: :class:`Cnn14Bundle`, :class:`ASTBundle`;
+* ``specvqgan.py``: :class:`SpectrogramJudgeBundle` (Melception, VGGish-ish).
 """
 
 from audiorep.pipelines.base import (
@@ -23,6 +24,7 @@ from audiorep.pipelines.registry import BUNDLES, BundleSpec, get_spec, load, reg
 # isort: off
 from audiorep.pipelines.vggish import Embeddings, VGGishBundle, load_vggish
 from audiorep.pipelines.backbones import ASTBundle, Cnn14Bundle, load_backbone
+from audiorep.pipelines.specvqgan import SpectrogramJudgeBundle, load_judge
 # isort: on
 
 __all__ = [
@@ -36,11 +38,13 @@ __all__ = [
     "PRECISIONS",
     "RANDOM_WEIGHTS",
     "RESAMPLER",
+    "SpectrogramJudgeBundle",
     "VGGishBundle",
     "WeightsUnavailableError",
     "get_spec",
     "load",
     "load_backbone",
+    "load_judge",
     "load_vggish",
     "register",
 ]

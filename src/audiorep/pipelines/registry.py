@@ -37,7 +37,7 @@ class BundleSpec:
     loader: Callable[..., Bundle]
     summary: str
     min_samples: int
-    fusion_layers: tuple[int, ...]
+    fusion_layers: tuple[int | str, ...]
     options: tuple[str, ...] = ()
     clip_feature: str = "embed_clip"
     clip_feature_notes: tuple[str, str] = ("clip embedding", "fusion feature")
