@@ -243,3 +243,16 @@ def test_judge_normalisation_matches_reference():
     np.testing.assert_allclose(via_image.numpy(), ref, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="80 mel bins"):
         sv.normalize_for_judges(torch.zeros(3, 64, 10))
+
+
+def test_gradients_after_an_inference_mode_call():
+    """The cached window and mel basis must not be inference tensors, whichever call came
+    first (a bundle's embed runs under inference_mode)."""
+    from audiorep.frontends import specvqgan
+
+    specvqgan._constants.cache_clear()
+    with torch.inference_mode():
+        specvqgan.mel_spectrogram(torch.zeros(4096, dtype=torch.float64), None)
+    x = (0.1 * torch.randn(4096, dtype=torch.float64)).requires_grad_()
+    specvqgan.mel_spectrogram(x, None).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -93,8 +93,11 @@ def _constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, 
     float32 computation).
     """
     lo, hi = _used_bins()
-    window = torch.from_numpy(periodic_hann(N_FFT)).to(device=device, dtype=dtype)
-    basis = torch.from_numpy(mel_basis()[:, lo:hi].T.copy()).to(device=device, dtype=dtype)
+    # Built outside inference mode even when first asked for inside it: cached inference
+    # tensors could never be used in a later differentiable call.
+    with torch.inference_mode(False):
+        window = torch.from_numpy(periodic_hann(N_FFT)).to(device=device, dtype=dtype)
+        basis = torch.from_numpy(mel_basis()[:, lo:hi].T.copy()).to(device=device, dtype=dtype)
     return window, basis
 
 
