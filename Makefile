@@ -56,6 +56,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_reader.py --markdown bench_out/reader.md
 	$(PY) benchmarks/bench_heads.py --markdown bench_out/heads.md
 	$(PY) benchmarks/bench_backbones.py --markdown bench_out/backbones.md
+	$(PY) benchmarks/bench_specvqgan_mel.py --markdown bench_out/specvqgan_mel.md
+	$(PY) benchmarks/bench_melception.py --batch-sizes 1 8 --markdown bench_out/melception.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo_out bench_out
