@@ -137,6 +137,7 @@ NUMERIC_FILES = {
     "test_metrics_stats.py",
     "test_model.py",
     "test_resample.py",
+    "test_specvqgan_classifier_training.py",
     "test_specvqgan_evaluate.py",
     "test_specvqgan_judges.py",
     "test_vggish_parity.py",

@@ -31,7 +31,7 @@ from audiorep.specvqgan.evaluate import (
     collect_set,
     evaluate,
     judge_input,
-    load_judge,
+    load_melception,
     mean_kl_by_video,
     video_key,
     write_report,
@@ -297,13 +297,13 @@ def test_weights_file_is_loaded_and_keys_the_cache(result, folders, tmp_path):
     assert res.settings["weights"] == str(ckpt)
     assert res.reference.computed == 0 and res.generated.computed == 0  # same fingerprint
     assert res.fid == result.fid and res.mkl is None and res.isc_mean is None
-    other, desc = load_judge("random:5")
+    other, desc = load_melception("random:5")
     assert desc == "random:5" and not other.training
     assert state_dict_sha256(other) != res.settings["weights_sha256"]
     bad = tmp_path / "not_melception.pt"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, bad)
-    with pytest.raises(ValueError, match=r"not_melception\.pt.*state dict does not match: 565 missing"):
-        load_judge(bad)
+    with pytest.raises(ValueError, match=r"not_melception\.pt.*does not match: 565 missing"):
+        load_melception(bad)
 
 
 def test_json_text_and_plot_written(result, tmp_path):

@@ -25,7 +25,10 @@ from audiorep.cli.common import (
 
 #: Modules adding further ``audiorep specvqgan`` subcommands (``register(subparsers)``), in
 #: ``--help`` order after ``mels``, e.g. ``"audiorep.cli.specvqgan_evaluate"``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("audiorep.cli.specvqgan_evaluate",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "audiorep.cli.specvqgan_evaluate",
+    "audiorep.cli.specvqgan_train",
+)
 
 
 def register(subparsers: Any) -> None:

@@ -577,7 +577,7 @@ class EvaluationResult:
 # ----------------------------------------------------------------------------- model
 
 
-def load_judge(
+def load_melception(
     weights: str | os.PathLike | None = None,
     *,
     device: str | torch.device | None = None,
@@ -652,7 +652,7 @@ def evaluate(
         reference: the same for the reference set (e.g. the dataset's ``_mel.npy`` files of
             the evaluation split: VGGSound test, VAS validation).
         model: a :class:`Melception` (put in eval mode for the run); or give ``weights``.
-        weights: checkpoint path or ``"random[:seed]"`` (:func:`load_judge`), when no model.
+        weights: checkpoint path or ``"random[:seed]"`` (:func:`load_melception`), when no model.
         cache_dir: folder of the feature cache (:class:`FeatureCache`); ``None`` disables it.
         cache_generated: cache the generated set's features too (reference: always, with a
             ``cache_dir``).
@@ -681,7 +681,7 @@ def evaluate(
     if (model is None) == (weights is None):
         raise ValueError("give exactly one of model= (a Melception) or weights=")
     if model is None:
-        model, weights_desc = load_judge(weights, device=device)
+        model, weights_desc = load_melception(weights, device=device)
     else:
         if device is not None:
             model.to(device)
@@ -881,7 +881,7 @@ __all__ = [
     "evaluate",
     "extract_features",
     "judge_input",
-    "load_judge",
+    "load_melception",
     "mean_kl_by_video",
     "per_pair_kl",
     "plot_kl",
