@@ -169,8 +169,10 @@ def mel_spectrogram(
         width = num_frames(n) if max_frames is None else min(max_frames, num_frames(n))
         return x.new_zeros((*lead, N_MELS, width), dtype=out_dtype)
     x = x.reshape(-1, n)
-    if x.shape[0] > 1 and x.device.type == "cpu" and not (
-        torch.is_grad_enabled() and x.requires_grad
+    if (
+        x.shape[0] > 1
+        and x.device.type == "cpu"
+        and not (torch.is_grad_enabled() and x.requires_grad)
     ):
         # On a CPU one clip at a time is ~3x faster than the whole batch: a 10 s clip's frames
         # (7 MB in float64) stay in cache, a batch's do not (benchmarks/bench_specvqgan_mel.py).
