@@ -93,3 +93,16 @@ def test_cuda_matches_cpu():
     cpu = waveform_to_examples(x, 44100)
     gpu = waveform_to_examples(x, 44100, device="cuda")
     np.testing.assert_allclose(gpu.cpu().numpy(), cpu.numpy(), atol=1e-9)
+
+
+def test_gradients_after_an_inference_mode_call():
+    """The cached frontend must not hold inference tensors, whichever call came first (bundles
+    embed under inference_mode; a DFL training step then needs gradients)."""
+    from audiorep.frontends import vggish as frontend
+
+    frontend._frontend_for.cache_clear()
+    with torch.inference_mode():
+        frontend.waveform_to_examples(torch.zeros(16000, dtype=torch.float64), 16000)
+    x = (0.1 * torch.randn(16000, dtype=torch.float64)).requires_grad_()
+    frontend.waveform_to_examples(x, 16000).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

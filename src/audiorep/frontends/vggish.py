@@ -321,7 +321,10 @@ def waveform_to_examples(
 
 @lru_cache(maxsize=8)
 def _frontend_for(dtype: torch.dtype, windowing: Windowing) -> VGGishFrontend:
-    return VGGishFrontend(dtype, windowing)
+    # Built outside inference mode even when first asked for inside it: a cached frontend
+    # with inference-tensor buffers would break every later differentiable call.
+    with torch.inference_mode(False):
+        return VGGishFrontend(dtype, windowing)
 
 
 __all__ = [
