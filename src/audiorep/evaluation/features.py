@@ -218,7 +218,7 @@ class FeatureCache:
         """Cached float32 ``(D,)`` for a file content sha256, or ``None``."""
         try:
             arr = np.load(self.path_for(digest), allow_pickle=False)
-        except (OSError, ValueError):  # absent or unreadable: recompute and overwrite
+        except (OSError, ValueError, EOFError):  # absent or damaged: recompute and overwrite
             self.misses += 1
             return None
         self.hits += 1

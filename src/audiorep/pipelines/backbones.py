@@ -365,11 +365,6 @@ class ASTBundle(_BackboneBundle):
         """One clip -> float32 ``(N, 768)``, one row per 10.24 s window."""
         return self._run(self.windows(waveform, sample_rate), self.model)
 
-    def embed_clip(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """One clip -> ``(768,)``: the mean of :meth:`embed` over windows (the single window's
-        embedding for clips up to 10.24 s)."""
-        return _mean_rows(self.embed(waveform, sample_rate))
-
     def fusion_module(self, layers: Sequence[int | str] | None = None) -> GeneralPurposeAST:
         """The AST-Fusion module on this model (default 0-based blocks ``[4, 11]``)."""
         return GeneralPurposeAST(self.model, layers or self.default_fusion_layers)
@@ -678,7 +673,7 @@ register(
         loader=_loader("cnn14"),
         summary="PANNs CNN14 (16 kHz): 2048-d per clip",
         min_samples=CNN14_MIN_SAMPLES,
-        fusion_layers=(3, 6),  # CNN14-Fusion#3#6
+        fusion_layers=Cnn14Bundle.default_fusion_layers,
         clip_feature_notes=("whole clip", "max+mean over T//32 fusion frames"),
     )
 )
@@ -688,7 +683,7 @@ register(
         loader=_loader("ast"),
         summary="AST (AudioSet): 768-d per 10.24 s window",
         min_samples=AST_MIN_SAMPLES,
-        fusion_layers=(4, 11),  # AST-Fusion#5#12 (0-based blocks 4 and 11)
+        fusion_layers=ASTBundle.default_fusion_layers,
         clip_feature_notes=("mean over 10.24 s windows", "mean over 10.24 s windows"),
     )
 )

@@ -44,7 +44,6 @@ files are normalised directly, not through their ``2S - 1`` then ``(x + 1) / 2``
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -59,6 +58,7 @@ from tqdm import tqdm
 
 from audiorep.atomic import write_bytes_atomic
 from audiorep.audio import AudioLoadError, load
+from audiorep.evaluation.features import FeatureCache
 from audiorep.extract.inputs import InputItem, collect_inputs
 from audiorep.frontends.specvqgan import (
     CLIP_SAMPLES,
@@ -221,42 +221,6 @@ class FeatureSet:
         return f"{self.source} ({self.n} inputs: {parts or 'none'}{cached})"
 
 
-class FeatureCache:
-    """Per-file Melception features on disk, keyed by file content under one settings key.
-
-    Layout: ``<root>/melception-<settings id>/settings.json`` and
-    ``<root>/melception-<settings id>/<aa>/<sha256 of the file>.npy``: float32
-    ``(2048 + 2 * classes,)`` = ``[2048 | logits_unbiased | logits]``. The settings id hashes the
-    weights fingerprint, the model dtype and :data:`PIPELINE_VERSION`, so other weights or
-    another input pipeline never read these entries; an edited file has another sha256.
-    """
-
-    def __init__(self, root: str | os.PathLike, settings: dict) -> None:
-        self.settings = dict(settings)
-        digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
-        self.dir = Path(root) / f"melception-{digest[:20]}"
-
-    def path_for(self, content_sha256: str) -> Path:
-        return self.dir / content_sha256[:2] / f"{content_sha256}.npy"
-
-    def get(self, content_sha256: str, width: int) -> np.ndarray | None:
-        try:
-            row = np.load(self.path_for(content_sha256), allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # absent or damaged: recompute and overwrite
-            return None
-        if row.shape != (width,) or row.dtype != np.float32:
-            return None
-        return row
-
-    def put(self, content_sha256: str, row: np.ndarray) -> Path:
-        settings_file = self.dir / "settings.json"
-        if not settings_file.exists():
-            write_bytes_atomic(settings_file, json.dumps(self.settings, indent=2).encode())
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(row, dtype=np.float32), allow_pickle=False)
-        return write_bytes_atomic(self.path_for(content_sha256), buffer.getbuffer())
-
-
 def _model_settings(model: Melception) -> dict:
     return {
         "model": "melception",
@@ -298,7 +262,10 @@ def extract_features(
                 digests[i] = file_sha256(p)
             except OSError as exc:
                 raise EvaluationInputError(f"{p}: cannot read ({exc})") from exc
-            rows[i] = cache.get(digests[i], width)
+            row = cache.get(digests[i])
+            # another width or dtype (a damaged or foreign entry): recompute and overwrite
+            ok = row is not None and row.shape == (width,) and row.dtype == np.float32
+            rows[i] = row if ok else None
             hits += rows[i] is not None
     todo = [i for i, r in enumerate(rows) if r is None]
     stats = load_judge_stats()
@@ -653,7 +620,9 @@ def evaluate(
             the evaluation split: VGGSound test, VAS validation).
         model: a :class:`Melception` (put in eval mode for the run); or give ``weights``.
         weights: checkpoint path or ``"random[:seed]"`` (:func:`load_melception`), when no model.
-        cache_dir: folder of the feature cache (:class:`FeatureCache`); ``None`` disables it.
+        cache_dir: folder of the feature cache (``audiorep.evaluation.features.FeatureCache``:
+            one float32 ``[2048 | logits_unbiased | logits]`` row per file content);
+            ``None`` disables it.
         cache_generated: cache the generated set's features too (reference: always, with a
             ``cache_dir``).
         dataset: the MKL naming rules, ``"vggsound"`` or ``"vas"``; ``None`` skips MKL.
@@ -870,7 +839,6 @@ __all__ = [
     "EvaluationInputError",
     "EvaluationResult",
     "FEATURE_TAPS",
-    "FeatureCache",
     "FeatureSet",
     "INPUT_EXTENSIONS",
     "MKLResult",
