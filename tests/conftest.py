@@ -109,6 +109,37 @@ def pytest_sessionfinish(session, exitstatus):
     if over and exitstatus == 0:
         session.exitstatus = 1
         sys.stderr.write(f"peak RSS over {_MAX_RSS_GB} GiB: {over}\n")
+    if _SHARED_READS and session.exitstatus == 0:
+        session.exitstatus = 1
+        sys.stderr.write(
+            "tests read the shared data folder (copy what they need into tests/fixtures/): "
+            + ", ".join(sorted(_SHARED_READS)[:10])
+            + "\n"
+        )
+
+
+# ----------------------------------------------------------------------------- no ../shared
+# The tests must run from a clean clone anywhere: nothing may be read from the shared data
+# folder next to the repository (../shared); fixtures are copied into tests/fixtures/. A Python
+# audit hook records every file or folder this process opens there (reads by C libraries such as
+# libsndfile are not audited; `make test` with the folder hidden covers those), and the session
+# fails if there is any.
+_SHARED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
+_SHARED_DIR = os.path.join(os.path.normpath(_SHARED_DIR), "shared") + os.sep
+_SHARED_READS: set[str] = set()
+
+
+def _audit_shared_reads(event: str, args: tuple) -> None:
+    if event not in ("open", "os.listdir", "os.scandir") or not args:
+        return
+    path = args[0]
+    if isinstance(path, (str, bytes, os.PathLike)):
+        full = os.path.abspath(os.fsdecode(path))
+        if (full + os.sep).startswith(_SHARED_DIR):
+            _SHARED_READS.add(full)
+
+
+sys.addaudithook(_audit_shared_reads)
 
 
 # ----------------------------------------------------------------------------- numeric tests
