@@ -160,6 +160,7 @@ NUMERIC_FILES = {
     "test_hear_backbones.py",
     "test_losses.py",
     "test_melception.py",
+    "test_melgan.py",
     "test_lpaps.py",
     "test_metrics_fad_inf.py",
     "test_metrics_frechet.py",
