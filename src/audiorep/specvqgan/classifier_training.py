@@ -75,6 +75,7 @@ from audiorep.training.checkpoint import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from audiorep.training.distributed import Distributed, setup_distributed
 from audiorep.training.rng import rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger("audiorep.specvqgan")
@@ -310,67 +311,6 @@ def _fmt(metrics: dict[str, Any]) -> str:
     return " ".join(f"{short} {metrics[k]:.4f}" for k, short in keys if k in metrics)
 
 
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclasses.dataclass
-class _Dist:
-    """The process group of a torchrun launch (``WORLD_SIZE > 1``), or one process."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owned: bool = False  # we initialised the process group, so we tear it down
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, obj: Any) -> list[Any]:
-        if self.world == 1:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-    def from_main(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank (decisions that depend on a clock must agree)."""
-        if self.world == 1:
-            return obj
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def close(self) -> None:
-        if self.owned and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _setup_distributed(device: str | torch.device | None) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world <= 1:
-        return _Dist(), dev
-    owned = False
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-        owned = True
-    return _Dist(torch.distributed.get_rank(), world, local, owned), dev
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -384,13 +324,13 @@ def evaluate_judge(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "eval",
-    _dist: _Dist | None = None,
+    _dist: Distributed | None = None,
 ) -> dict[str, Any]:
     """One pass over ``dataset`` in eval mode: mean cross-entropy ``loss`` (per example) and
     :func:`classification_metrics`; ``logits`` ``(N, C)`` and ``targets`` ``(N,)`` too (numpy,
     in dataset order). Under torchrun each rank scores a shard and every rank gets the whole
     result. The model's train/eval mode is restored."""
-    dist = _dist or _Dist()
+    dist = _dist or Distributed()
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     batches = epoch_batches(
         len(dataset),
@@ -654,7 +594,7 @@ def train_judge(
     log = log or logger.info
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
-    dist, dev = _setup_distributed(device)
+    dist, dev = setup_distributed(device)
     try:
         return _train(
             table,
@@ -684,7 +624,7 @@ def _train(
     ckpt_dir: Path,
     cfg: JudgeTrainConfig,
     dev: torch.device,
-    dist: _Dist,
+    dist: Distributed,
     resume: bool,
     max_steps: int | None,
     every_steps: int | None,

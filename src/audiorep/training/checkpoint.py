@@ -1,7 +1,9 @@
 """Checkpoints of any training loop: safetensors tensors + a JSON state, written atomically.
 
 One folder per save, ``ckpt-<step:08d>/``: ``model.safetensors`` (the state dict),
-``optimizer.safetensors`` (optimizer tensors keyed ``<param name>::<key>``) and ``state.json``
+``optimizer.safetensors`` (optimizer tensors keyed ``<param name>::<key>``; a loop with several
+optimizers, e.g. a GAN's generator and discriminator, writes ``optimizer-<name>.safetensors``
+for each, the parameters named within the one ``model`` that holds them all) and ``state.json``
 (model name and config, step, optimizer hyper-parameters, and whatever the loop adds: its
 position and the RNG states of :mod:`audiorep.training.rng`). No pickle anywhere. A folder is
 written under a temporary name and renamed when complete, so a killed run never leaves a
@@ -14,6 +16,7 @@ import json
 import re
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from torch import nn
 from audiorep.atomic import commit
 
 CKPT_RE = re.compile(r"^ckpt-(\d{8,})$")
+OPTIMIZER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 #: ``state.json`` "format" (the value first written by the YouTube-8M heads; kept so their
 #: checkpoints stay readable).
 CHECKPOINT_FORMAT = "audiorep.heads.checkpoint"
@@ -42,10 +46,13 @@ def save_checkpoint(
     *,
     step: int = 0,
     extra: dict[str, Any] | None = None,
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
 ) -> Path:
     """Write ``directory/ckpt-<step>/`` atomically (a temp folder renamed at the end).
 
     ``extra``: more JSON fields for ``state.json`` (the trainer stores its position and RNG).
+    ``optimizers``: named optimizers over parameters of ``model`` (names: letters, digits,
+    ``_``, ``-``), each saved to ``optimizer-<name>.safetensors``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,6 +73,14 @@ def save_checkpoint(
     state["step"] = int(step)
     if optimizer is not None:
         state["optimizer"] = _save_optimizer(tmp / "optimizer.safetensors", model, optimizer)
+    if optimizers:
+        for key in optimizers:
+            if not OPTIMIZER_NAME_RE.match(key):
+                raise ValueError(f"optimizer name {key!r}: use letters, digits, '_' or '-'")
+        state["optimizers"] = {
+            key: _save_optimizer(tmp / f"optimizer-{key}.safetensors", model, opt)
+            for key, opt in optimizers.items()
+        }
     state.update(extra or {})
     (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
     if final.exists():
@@ -156,6 +171,7 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     state = read_checkpoint_state(path)
     needed = ["model.safetensors"] + (["optimizer.safetensors"] if "optimizer" in state else [])
+    needed += [f"optimizer-{key}.safetensors" for key in state.get("optimizers", {})]
     for name in needed:
         file = path / name
         try:
@@ -202,11 +218,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     strict_config: bool = True,
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
 ) -> dict[str, Any]:
     """Load weights (and optimizer state) from a ``ckpt-*`` folder (or a checkpoint directory:
     its latest) into ``model``; returns ``state.json``. With ``strict_config`` a checkpoint of
     another head or config raises ValueError; a damaged one :class:`CheckpointError` (a
-    ValueError) naming the file."""
+    ValueError) naming the file. ``optimizers``: the named optimizers saved with
+    :func:`save_checkpoint` (a name the checkpoint lacks raises CheckpointError)."""
     path = Path(path)
     if not (path / "state.json").is_file():
         latest = latest_checkpoint(path)
@@ -224,6 +242,11 @@ def load_checkpoint(
     model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
     if optimizer is not None and "optimizer" in state:
         _load_optimizer(path / "optimizer.safetensors", state["optimizer"], model, optimizer)
+    saved = state.get("optimizers", {})
+    for key, opt in (optimizers or {}).items():
+        if key not in saved:
+            raise CheckpointError(f"{path}: no state for optimizer {key!r} (has {sorted(saved)})")
+        _load_optimizer(path / f"optimizer-{key}.safetensors", saved[key], model, opt)
     return state
 
 

@@ -1,0 +1,106 @@
+"""Resume, checkpoint and stop: the parts every step-based training loop shares.
+
+A loop keeps its position in a JSON-able ``trainer`` dict; :func:`restore` and
+:func:`checkpoint` move it, the weights, every optimizer and each rank's RNG state through
+:mod:`audiorep.training.checkpoint`, so a killed run resumes where it stopped.
+:class:`StopRule` ends a run after a number of steps or of seconds (a CPU budget).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from audiorep.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from audiorep.training.distributed import Distributed
+from audiorep.training.rng import rng_state, set_rng_state
+
+
+def restore(
+    ckpt_dir: Path,
+    module: nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    *,
+    resume: bool,
+    dist: Distributed,
+    check: Callable[[dict[str, Any], Path], None] | None = None,
+) -> tuple[int, dict[str, Any] | None, Path | None]:
+    """``(step, trainer state, checkpoint)`` of the newest intact checkpoint in ``ckpt_dir``
+    (weights, optimizers and this rank's RNG restored), or ``(0, None, None)``.
+
+    ``resume=False`` deletes older checkpoints (they must not be resumed later by mistake).
+    ``check(state_json, path)`` may raise when the checkpoint belongs to another config.
+    """
+    if not resume and dist.main:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    dist.barrier()
+    found = latest_checkpoint(ckpt_dir) if resume else None
+    if found is None:
+        return 0, None, None
+    from audiorep.training.checkpoint import read_checkpoint_state
+
+    if check is not None:
+        check(read_checkpoint_state(found), found)
+    state = load_checkpoint(found, module, optimizers=optimizers)
+    trainer = dict(state["trainer"])
+    rngs = trainer.pop("rng")
+    set_rng_state(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0])
+    return int(state["step"]), trainer, found
+
+
+def checkpoint(
+    ckpt_dir: Path,
+    module: nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    *,
+    step: int,
+    trainer: dict[str, Any],
+    dist: Distributed,
+    keep: int | None = 3,
+    extra: dict[str, Any] | None = None,
+) -> Path | None:
+    """Save ``ckpt_dir/ckpt-<step>`` (rank 0 writes; every rank's RNG state is gathered)."""
+    state = {**trainer, "rng": dist.gather(rng_state())}
+    path = None
+    if dist.main:
+        path = save_checkpoint(
+            ckpt_dir,
+            module,
+            step=step,
+            extra={"trainer": state, **(extra or {})},
+            optimizers=optimizers,
+        )
+        prune_checkpoints(ckpt_dir, keep)
+    dist.barrier()
+    return path
+
+
+@dataclass
+class StopRule:
+    """Stop after ``max_steps`` steps in all, or ``max_seconds`` of this process's wall time
+    (a budget: the run can be resumed for more), whichever comes first."""
+
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def reached(self, step: int, dist: Distributed | None = None) -> bool:
+        late = self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds
+        if dist is not None:
+            late = bool(dist.from_main(late))  # every rank must stop on the same step
+        return late or (self.max_steps is not None and step >= self.max_steps)
+
+
+__all__ = ["StopRule", "checkpoint", "restore"]
