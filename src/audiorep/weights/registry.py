@@ -238,6 +238,201 @@ for _entry in (
     REGISTRY[_entry.name] = _entry
 del _entry
 
+# SpecVQGAN's released codebooks and transformers: one gzipped Lightning logdir each
+# (<date>_<name>/{checkpoints/*.ckpt, configs/*-{project,lightning}.yaml}), linked from the README
+# tables "Pretrained Models" with the authors' md5 as the link text (the same md5 values are in
+# feature_extraction/demo_utils.maybe_download_model for the VGGSound ones). No sha256 and no
+# sizes are published. Unpack with audiorep.convert.archive.extract_archive and read the .ckpt
+# with audiorep.convert.lightning (torch.load(weights_only=True); callback classes become inert
+# records).
+_SPECVQGAN_MODELS = _SPECVQGAN_BUCKET + "models/"
+_SPECVQGAN_TARBALLS = (
+    # (registry name, logdir, md5, what)
+    (
+        "specvqgan-codebook-vggsound",
+        "2021-05-19T22-16-54_vggsound_codebook",
+        "7ea229427297b5d220fb1c80db32dbc5",
+        "Spectrogram VQGAN codebook trained on VGGSound (1024 codes; the codec demo's model)",
+    ),
+    (
+        "specvqgan-codebook-vas",
+        "2021-06-06T19-42-53_vas_codebook",
+        "0024ad3705c5e58a11779d3d9e97cc8a",
+        "Spectrogram VQGAN codebook trained on VAS (128 codes)",
+    ),
+)
+# Transformers: (a) VGGSound data + VGGSound codebook, (b) VAS data + VGGSound codebook,
+# (c) VAS data + VAS codebook. Names: specvqgan-transformer-<data>[-vggsound-codebook]-<cond>,
+# cond = nofeats | <n>feat(s)-bn (BN-Inception RGB+flow) | <n>feat(s)-rn50 (ResNet50) | class.
+_SPECVQGAN_TRANSFORMERS = (
+    ("vggsound", "nofeats", "2021-06-20T16-35-20_vggsound", "b1f9bb63d831611479249031a1203371"),
+    ("vggsound", "1feat-bn", "2021-06-03T11-18-51_vggsound", "f2fe41dab17e232bd94c6d119a807fee"),
+    ("vggsound", "1feat-rn50", "2021-07-30T21-03-22_vggsound", "27a61d4b74a72578d13579333ed056f6"),
+    ("vggsound", "5feats-bn", "2021-06-03T09-34-10_vggsound", "b082d894b741f0d7a1af9c2732bad70f"),
+    ("vggsound", "5feats-rn50", "2021-07-30T21-34-25_vggsound", "f4d7105811589d441b69f00d7d0b8dc8"),
+    ("vggsound", "212feats-bn", "2021-06-03T07-27-58_vggsound", "79895ac08303b1536809cad1ec9a7502"),
+    (
+        "vggsound",
+        "212feats-rn50",
+        "2021-07-30T21-34-41_vggsound",
+        "b222cc0e7aeb419f533d5806a08669fe",
+    ),
+    ("vggsound", "class", "2021-06-03T00-43-28_vggsound", "98a3788ab973f1c3cc02e2e41ad253bc"),
+    (
+        "vas-vggsound-codebook",
+        "nofeats",
+        "2021-06-20T16-34-36_vas",
+        "e6b0b5be1f8ac551700f49d29cda50d7",
+    ),
+    (
+        "vas-vggsound-codebook",
+        "1feat-bn",
+        "2021-06-03T06-32-51_vas",
+        "a98a124d6b3613923f28adfacba3890c",
+    ),
+    (
+        "vas-vggsound-codebook",
+        "1feat-rn50",
+        "2021-07-29T11-47-40_vas",
+        "37cd48f06d74176fa8d0f27303841d94",
+    ),
+    (
+        "vas-vggsound-codebook",
+        "5feats-bn",
+        "2021-06-03T05-51-34_vas",
+        "38da002f900fb81275b73e158e919e16",
+    ),
+    (
+        "vas-vggsound-codebook",
+        "5feats-rn50",
+        "2021-07-29T11-36-00_vas",
+        "7b6951a33771ef527f1c1b1f99b7595e",
+    ),
+    (
+        "vas-vggsound-codebook",
+        "212feats-bn",
+        "2021-06-03T05-38-40_vas",
+        "1c4e56077d737677eac524383e6d98d3",
+    ),
+    (
+        "vas-vggsound-codebook",
+        "212feats-rn50",
+        "2021-07-29T11-52-28_vas",
+        "6e553ea44c8bc7a3310961f74e7974ea",
+    ),
+    (
+        "vas-vggsound-codebook",
+        "class",
+        "2021-06-08T14-41-19_vas",
+        "16a816a270f09a76bfd97fe0006c704b",
+    ),
+    ("vas", "nofeats", "2021-06-20T16-24-38_vas", "ea4945802094f826061483e7b9892839"),
+    ("vas", "1feat-bn", "2021-06-09T13-31-37_vas", "8a3adf60baa049a79ae62e2e95014ff7"),
+    ("vas", "1feat-rn50", "2021-07-29T14-59-49_vas", "a7a1342030653945e97f68a8112ed54a"),
+    ("vas", "5feats-bn", "2021-06-09T14-14-24_vas", "4e1b24207780eff26a387dd9317d054d"),
+    ("vas", "5feats-rn50", "2021-07-29T14-51-25_vas", "78b8d42be19dd1b0a346b1f512967302"),
+    ("vas", "212feats-bn", "2021-06-09T15-17-18_vas", "4542632b3c5bfbf827ea7868cedd4634"),
+    ("vas", "212feats-rn50", "2021-07-29T13-34-39_vas", "dc2b5cbd28ad98d2f9ca4329e8aa0f64"),
+    ("vas", "class", "2021-06-09T09-42-07_vas", "412b01be179c2b8b02dfa0c0b49b9a0f"),
+)
+_SPECVQGAN_CONDITIONS = {
+    "nofeats": "no visual features",
+    "1feat-bn": "1 BN-Inception RGB+flow feature",
+    "1feat-rn50": "1 ResNet50 feature",
+    "5feats-bn": "5 BN-Inception RGB+flow features",
+    "5feats-rn50": "5 ResNet50 features",
+    "212feats-bn": "212 BN-Inception RGB+flow features",
+    "212feats-rn50": "212 ResNet50 features",
+    "class": "the class label",
+}
+_SPECVQGAN_SETTINGS = {
+    "vggsound": "trained on VGGSound, VGGSound codebook",
+    "vas-vggsound-codebook": "trained on VAS, VGGSound codebook",
+    "vas": "trained on VAS, VAS codebook",
+}
+_SPECVQGAN_TARBALLS += tuple(
+    (
+        f"specvqgan-transformer-{setting}-{cond}",
+        f"{stamp}_transformer",
+        md5,
+        f"SpecVQGAN transformer ({_SPECVQGAN_SETTINGS[setting]}), conditioned on "
+        f"{_SPECVQGAN_CONDITIONS[cond]}",
+    )
+    for setting, cond, stamp, md5 in _SPECVQGAN_TRANSFORMERS
+)
+for _name, _logdir, _md5, _what in _SPECVQGAN_TARBALLS:
+    REGISTRY[_name] = WeightsEntry(
+        name=_name,
+        urls=(f"{_SPECVQGAN_MODELS}{_logdir}.tar.gz",),
+        filename=f"{_logdir}.tar.gz",
+        sha256=None,  # unknown: only the md5 is published (README table link text)
+        sha256_prefix=None,
+        size=None,  # not published
+        licence="MIT (v-iashin/SpecVQGAN)",
+        description=f"{_what}; a Lightning logdir tarball",
+        kind="model",
+        converter="specvqgan_lightning_tar",
+        md5=_md5,
+    )
+del _name, _logdir, _md5, _what
+
+# SpecVQGAN's MelGAN vocoder (trained on VGGSound): the generator the authors' tools load,
+# vocoder/logs/vggsound/best_netG.pt, is committed to the repository (git blob
+# 3277182de0554b2a4016ee42c9d0d4127c06ad8c at the commit below, so the commit-pinned URL is
+# content-addressed by git), but no md5/sha256 or size is published for it: unpinned here.
+# Its args.yml (487 bytes; git blob 173f2720acf1b3e6cd3cb7cab60e83d97cd358cb) is pinned by the
+# sha256 computed here from that blob. The *last* (not best) generator netG.pt on the a3s.fi
+# bucket carries the md5 the author posted in SpecVQGAN Issue #27 (2023-04-01). Read them with
+# audiorep.convert.melgan (args.yml through a SafeLoader that admits only argparse.Namespace
+# and pathlib paths; the .pt with torch.load(weights_only=True)).
+_SPECVQGAN_VOCODER = _SPECVQGAN_RAW + "vocoder/logs/vggsound/"
+for _entry in (
+    WeightsEntry(
+        name="specvqgan-melgan",
+        urls=(_SPECVQGAN_VOCODER + "best_netG.pt",),
+        filename="best_netG.pt",
+        sha256=None,  # not published
+        sha256_prefix=None,
+        size=None,  # not published
+        licence="MIT (v-iashin/SpecVQGAN; MelGAN after descriptinc/melgan-neurips)",
+        description="SpecVQGAN's MelGAN generator (VGGSound, 22.05 kHz, 80 mels, hop 256): "
+        "best_netG.pt, a plain state dict",
+        kind="model",
+        converter="melgan_pt",
+        companions=("specvqgan-melgan-args",),
+    ),
+    WeightsEntry(
+        name="specvqgan-melgan-args",
+        urls=(_SPECVQGAN_VOCODER + "args.yml",),
+        filename="args.yml",
+        sha256="3bb67f45cccb8f8f7c8449d91b4baa510acf3b078971d8503fe3a9cd05273d30",
+        sha256_prefix=None,
+        size=487,
+        licence="MIT (v-iashin/SpecVQGAN)",
+        description="The MelGAN's training arguments (n_mel_channels 80, ngf 32, "
+        "n_residual_layers 3, ...): YAML of an argparse.Namespace",
+        kind="model",
+        converter="melgan_args",
+    ),
+    WeightsEntry(
+        name="specvqgan-melgan-last",
+        urls=(_SPECVQGAN_BUCKET + "melgan_ckpt/netG.pt",),
+        filename="netG.pt",
+        sha256=None,  # only the md5 is published (Issue #27)
+        sha256_prefix=None,
+        size=None,
+        licence="MIT (v-iashin/SpecVQGAN)",
+        description="The same MelGAN's last (not best) generator, netG.pt, published for "
+        "continued training; a plain state dict",
+        kind="model",
+        converter="melgan_pt",
+        companions=("specvqgan-melgan-args",),
+        md5="e9e3ea89122d31e3dec25f585d215335",
+    ),
+):
+    REGISTRY[_entry.name] = _entry
+del _entry
+
 #: Converted files ``resolve_vggish_weights("auto")`` looks for, best first.
 AUTO_ORDER = ("vggish-tf", "vggish-torchvggish")
 
