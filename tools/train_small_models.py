@@ -5,7 +5,8 @@
     python tools/train_small_models.py vocoder /tmp/corpus OUT_DIR [--minutes 25]
 
 Each run uses one CPU thread (the two can run side by side on a 2-core machine) and stops
-after the given wall-clock budget; the best held-out model is OUT_DIR/codec.safetensors or
+after the given budget of its own CPU time (other work on the machine does not shrink it);
+the best held-out model is OUT_DIR/codec.safetensors or
 OUT_DIR/vocoder.safetensors. Run again with the same arguments to continue (resume).
 """
 
@@ -59,13 +60,13 @@ def main() -> None:
     p.add_argument("what", choices=("codec", "vocoder"))
     p.add_argument("corpus", help="folder with train.txt and heldout.txt")
     p.add_argument("out_dir")
-    p.add_argument("--minutes", type=float, default=25.0)
+    p.add_argument("--minutes", type=float, default=25.0, help="CPU-time budget")
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train = AudioCorpus.from_source(f"{args.corpus}/train.txt", progress=True)
     held = AudioCorpus.from_source(f"{args.corpus}/heldout.txt", progress=True)
-    kw = {"heldout": held, "max_seconds": args.minutes * 60, "progress": False}
+    kw = {"heldout": held, "max_cpu_seconds": args.minutes * 60, "progress": False}
     if args.what == "codec":
         train_codec(train, args.out_dir, CODEC_RUN, checkpoint_every=200, **kw)
     else:

@@ -16,7 +16,7 @@ from audiorep._version import __version__
 from audiorep.cli.common import CommandError, apply_max_seconds, fail
 
 #: Command modules, in ``--help`` order.
-COMMAND_MODULES = ("embed", "fad", "linear_eval", "classifier", "weights", "specvqgan")
+COMMAND_MODULES = ("embed", "fad", "linear_eval", "classifier", "weights", "specvqgan", "codec")
 
 
 def build_parser() -> argparse.ArgumentParser:

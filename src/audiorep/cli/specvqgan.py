@@ -28,6 +28,7 @@ from audiorep.cli.common import (
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "audiorep.cli.specvqgan_evaluate",
     "audiorep.cli.specvqgan_train",
+    "audiorep.cli.specvqgan_codec_train",
 )
 
 

@@ -89,15 +89,21 @@ def checkpoint(
 
 @dataclass
 class StopRule:
-    """Stop after ``max_steps`` steps in all, or ``max_seconds`` of this process's wall time
-    (a budget: the run can be resumed for more), whichever comes first."""
+    """Stop after ``max_steps`` steps in all, ``max_seconds`` of wall time or
+    ``max_cpu_seconds`` of this process's CPU time (all its threads) in this call, whichever
+    comes first. The time limits are budgets: a stopped run can be resumed for more. A CPU
+    budget is the fair one on a shared machine: other processes do not eat into it."""
 
     max_steps: int | None = None
     max_seconds: float | None = None
+    max_cpu_seconds: float | None = None
     started: float = field(default_factory=time.monotonic)
+    started_cpu: float = field(default_factory=time.process_time)
 
     def reached(self, step: int, dist: Distributed | None = None) -> bool:
         late = self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds
+        if self.max_cpu_seconds is not None:
+            late = late or time.process_time() - self.started_cpu >= self.max_cpu_seconds
         if dist is not None:
             late = bool(dist.from_main(late))  # every rank must stop on the same step
         return late or (self.max_steps is not None and step >= self.max_steps)
