@@ -161,6 +161,8 @@ NUMERIC_FILES = {
     "test_losses.py",
     "test_melception.py",
     "test_melgan.py",
+    "test_vqgan.py",
+    "test_vqgan_loss.py",
     "test_lpaps.py",
     "test_metrics_fad_inf.py",
     "test_metrics_frechet.py",
