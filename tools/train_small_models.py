@@ -43,6 +43,7 @@ CODEC_RUN = CodecTrainConfig(
     crop_frames=128,
     lpaps=False,
     eval_every=200,
+    restart_dead_codes=50,
 )
 #: The released MelGAN size (ngf 32, 4.27 M parameters), trained on the mel L1 loss alone
 #: within the budget (generator warm-up; the GAN would start after it).

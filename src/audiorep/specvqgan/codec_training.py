@@ -16,6 +16,11 @@ The authors' recipe (``configs/{vas,vggsound}_codebook.yaml``, ``train.py``,
   (:class:`audiorep.specvqgan.audio_corpus.MelCrops`; the authors use 848-wide crops of 10 s
   clips); a batch is a function of ``(seed, step, rank)``.
 
+``restart_dead_codes = N > 0`` (off in the authors' recipe) re-seeds, every N steps, each code
+no batch used in those N steps with a random encoder output of the current batch (and clears
+its Adam moments): the dead-code restart of SoundStream / Jukebox-style VQ training, which keeps
+a small codebook in use on a short budget.
+
 Training stops on a non-finite loss term with an error naming the term and the step (their
 issue #20: NaN, then a codebook collapsed to one code), and warns when the held-out code usage
 collapses. Every ``eval_every`` steps the held-out recordings are encoded and decoded whole:
@@ -83,6 +88,7 @@ class CodecTrainConfig:
     lpaps: bool = True
     eval_every: int = 500
     eval_frames: int = 848
+    restart_dead_codes: int = 0
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
@@ -305,6 +311,34 @@ def train_codec(
         dist.close()
 
 
+@torch.no_grad()
+def _restart_dead_codes(
+    codec: SpectrogramVQGAN,
+    opt: torch.optim.Optimizer,
+    usage: torch.Tensor,
+    z: torch.Tensor,
+    dist: Distributed,
+) -> int:
+    """Re-seed unused codebook rows with random rows of ``z`` (B, C, H, W); returns how many."""
+    if dist.world > 1:
+        torch.distributed.all_reduce(usage)
+    dead = torch.nonzero(usage == 0).flatten()
+    if dead.numel() == 0:
+        return 0
+    table = codec.quantize.embedding.weight
+    rows = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    pick = torch.randint(0, rows.shape[0], (dead.numel(),))
+    new = rows[pick].to(table.dtype)
+    if dist.world > 1:
+        torch.distributed.broadcast(new, 0)
+    table[dead.to(table.device)] = new.to(table.device)
+    state = opt.state.get(table, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key][dead.to(table.device)] = 0
+    return int(dead.numel())
+
+
 def _check_same_config(cfg: CodecTrainConfig) -> Callable[[dict[str, Any], Path], None]:
     def check(state: dict[str, Any], path: Path) -> None:
         saved = state.get("codec_training", {}).get("config")
@@ -407,6 +441,10 @@ def _train(
         running.clear()
         dist.barrier()
 
+    captured: list[torch.Tensor] = []
+    usage = torch.zeros(codec.config.n_embed, dtype=torch.long)
+    if cfg.restart_dead_codes:
+        codec.quant_conv.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
     bar = tqdm(
         desc="codec", initial=step, total=stop.max_steps, disable=not (progress and dist.main)
     )
@@ -415,7 +453,8 @@ def _train(
         loss_fn.perceptual_loss.eval()  # LPAPS dropout off (the authors' was on by accident)
     while not stop.reached(step, dist):
         x = crops.batch(step, cfg.batch_size, dist.rank).to(dev)
-        xrec, qloss, _ = forward(x)
+        captured.clear()
+        xrec, qloss, info = forward(x)
         ae_loss, logs = loss_fn.generator_loss(
             qloss, x, xrec, step, last_layer=codec.get_last_layer(), split="train"
         )
@@ -430,6 +469,11 @@ def _train(
             d_loss.backward()
             opt_d.step()
             logs = {**logs, **d_logs}
+        if cfg.restart_dead_codes:
+            usage += torch.bincount(info[2].cpu(), minlength=codec.config.n_embed)
+            if (step + 1) % cfg.restart_dead_codes == 0:
+                _restart_dead_codes(codec, opt_ae, usage, captured[-1], dist)
+                usage.zero_()
         step += 1
         for k in ("train/nll_loss", "train/quant_loss", "train/g_loss", "train/disc_loss"):
             if k in logs:

@@ -24,6 +24,7 @@ from audiorep.weights.cache import (
     OfflineError,
     PathLike,
     UnpinnedWeightsWarning,
+    WeightsError,
     _Interrupted,
     is_offline,
 )
@@ -268,6 +269,16 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     """
     entry = get_entry(name)
     path = cached_path(name)
+    if entry.bundled:
+        if not path.is_file():
+            raise WeightsError(f"{name}: the bundled file {path} is missing from this install")
+        digest = sha256_file(path)
+        if entry.sha256 and digest != entry.sha256:
+            raise ChecksumError(
+                f"{name}: the bundled file {path} fails its checksum (expected {entry.sha256}, "
+                f"got {digest}); reinstall audiorep"
+            )
+        return path
     if path.exists():
         size_ok = entry.size is None or path.stat().st_size == entry.size
         if not entry.pinned and not entry.md5 and size_ok:

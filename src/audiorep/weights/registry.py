@@ -31,6 +31,9 @@ class WeightsEntry:
         md5: full hex MD5 digest when the publisher gives only that (SpecVQGAN's files); a
             weaker check than sha256, recorded so a file can be matched against the authors'
             published value. It does not make an entry :attr:`pinned`.
+        bundled: file name under ``audiorep/weights/data/`` when the file ships inside the
+            package (the small models trained here): nothing is downloaded, the sha256 is
+            still checked.
     """
 
     name: str
@@ -45,6 +48,7 @@ class WeightsEntry:
     converter: str
     companions: tuple[str, ...] = ()
     md5: str | None = None
+    bundled: str | None = None
 
     @property
     def pinned(self) -> bool:
@@ -445,9 +449,17 @@ def get_entry(name: str) -> WeightsEntry:
         raise KeyError(f"unknown weights {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
+#: Where bundled files live (``WeightsEntry.bundled``).
+BUNDLED_DIR = Path(__file__).parent / "data"
+
+
 def cached_path(name: str) -> Path:
-    """Where :func:`fetch` keeps registry entry ``name``: ``cache_dir()/name/filename``."""
-    return cache_dir() / name / get_entry(name).filename
+    """Where :func:`fetch` keeps registry entry ``name``: ``cache_dir()/name/filename``, or the
+    file inside the package for a bundled entry."""
+    entry = get_entry(name)
+    if entry.bundled:
+        return BUNDLED_DIR / entry.bundled
+    return cache_dir() / name / entry.filename
 
 
 def converted_path(name: str) -> Path:
