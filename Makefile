@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_backbones.py --markdown bench_out/backbones.md
 	$(PY) benchmarks/bench_specvqgan_mel.py --markdown bench_out/specvqgan_mel.md
 	$(PY) benchmarks/bench_melception.py --batch-sizes 1 8 --markdown bench_out/melception.md
+	$(PY) benchmarks/bench_codec.py --markdown bench_out/codec_speed.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo_out bench_out

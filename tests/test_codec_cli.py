@@ -163,3 +163,29 @@ def test_cli_errors_name_the_problem(tiny, tmp_path, capsys):
     args = ["--codec", str(codec_path), "--vocoder", "griffin-lim", "--no-progress"]
     rc = main(["codec", "decode", str(tmp_path / "x.codes"), "-o", str(tmp_path / "o"), *args])
     assert rc == 1 and "made by codec weights" in capsys.readouterr().err
+
+
+def test_shipped_small_models_beat_a_per_band_mean(tmp_path):
+    """The bundled codec + vocoder are trained: on speech and tones that are not in their
+    training data the codec's mel is closer to the original than each band's mean is, it uses
+    many codes, and the vocoder's audio re-analyses to a mel closer than silence.
+
+    Not on every signal: on the white-noise and sine-sweep fixtures (stationary or unlike its
+    training audio) the small codec is WORSE than the per-band mean (0.049 vs 0.023 and
+    0.160 vs 0.086, docs/codec.md), so those are not asserted here."""
+    from audiorep.specvqgan.codec import audio_to_mel, load_audio_22k, mel_to_audio
+    from audiorep.specvqgan.codec_models import load_codec, load_vocoder
+
+    codec, _ = load_codec("small")
+    vocoder, _ = load_vocoder("small")
+    for name in ("speech_long.wav", "speech_short.wav", "tones.wav"):
+        mel = audio_to_mel(load_audio_22k(WAVS / name)[0])[:, :848]
+        codes = encode_mel(codec, mel)
+        rebuilt = decode_codes(codec, codes, mel.shape[-1])
+        err = float((rebuilt - mel).abs().mean())
+        baseline = float((mel - mel.mean(dim=1, keepdim=True)).abs().mean())
+        assert err < baseline, (name, err, baseline)
+        assert len(torch.unique(codes)) >= 20
+        wave = mel_to_audio(mel, vocoder)
+        again = audio_to_mel(wave)[:, : mel.shape[-1]]
+        assert float((again - mel).abs().mean()) < 0.5 * float(mel.abs().mean())

@@ -372,6 +372,22 @@ def test_fetch_unknown_name():
         weights.fetch("no-such-weights")
 
 
+def test_bundled_file_that_fails_its_checksum_is_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    from audiorep.weights import registry
+
+    entry = registry.REGISTRY["audiorep-codec-small"]
+    bad = tmp_path / "codec_small.safetensors"
+    bad.write_bytes(b"tampered")
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path)
+    with pytest.raises(weights.ChecksumError, match="reinstall audiorep"):
+        weights.fetch(entry.name)
+    monkeypatch.setitem(registry.REGISTRY, entry.name, dataclasses.replace(entry, bundled="gone"))
+    with pytest.raises(weights.WeightsError, match="missing from this install"):
+        weights.fetch(entry.name)
+
+
 def test_registry_entries_are_consistent():
     assert {"vggish-tf", "vggish-pca-tf", "vggish-torchvggish", "vggish-pca-torchvggish"} <= set(
         weights.REGISTRY
@@ -379,8 +395,12 @@ def test_registry_entries_are_consistent():
     for name, e in weights.REGISTRY.items():
         assert e.name == name
         assert e.kind in ("model", "pca")
-        assert e.urls
+        assert e.urls or e.bundled  # bundled files ship in the package: nothing to download
         assert all(u.startswith("https://") for u in e.urls)
+        if e.bundled:  # a bundled file is always pinned and present, with its exact size
+            path = weights.cached_path(name)
+            assert e.sha256 and path.is_file() and path.stat().st_size == e.size
+            assert weights.fetch(name) == path
         assert all(c in weights.REGISTRY for c in e.companions)
         if e.sha256:
             assert re.fullmatch(r"[0-9a-f]{64}", e.sha256)

@@ -470,3 +470,41 @@ def converted_path(name: str) -> Path:
     get_entry(name)
     stem = "vggish" if name == "vggish-tf" else name
     return cache_dir() / "vggish" / f"{stem}.safetensors"
+
+
+# Small models trained here and shipped inside the package (docs/codec.md, "Shipped small
+# models"; tools/train_small_models.py): trained on CC BY / public-domain recordings and on
+# audio rendered here (weights/data/ATTRIBUTION.md). Stored as float16 (loaded as float32; the
+# held-out mel L1 of the codec moves by 3e-6, the vocoder's by 6e-7).
+for _entry in (
+    WeightsEntry(
+        name="audiorep-codec-small",
+        urls=(),
+        filename="codec_small.safetensors",
+        sha256="69643efb4308078d7b175320251b7af3ae05e2cef354ece3f9fa63d76919819d",
+        sha256_prefix=None,
+        size=2835178,
+        licence="CC BY 4.0 (trained on CC BY 3.0/4.0 and public-domain audio; see ATTRIBUTION.md)",
+        description="small SpecVQGAN codec trained here (1.41 M parameters, 128 codes, 0.19 "
+        "kbps); held-out mel L1 0.060",
+        kind="model",
+        converter="audiorep_codec",
+        bundled="codec_small.safetensors",
+    ),
+    WeightsEntry(
+        name="audiorep-melgan-small",
+        urls=(),
+        filename="melgan_small.safetensors",
+        sha256="7e8a4fecc07c8fde999b10f523a13651fc0c3541c2b451efc5acb1fac2bb8681",
+        sha256_prefix=None,
+        size=8543676,
+        licence="CC BY 4.0 (trained on CC BY 3.0/4.0 and public-domain audio; see ATTRIBUTION.md)",
+        description="MelGAN generator at the released size (4.27 M parameters) trained here for "
+        "25 CPU-minutes; held-out mel L1 0.055",
+        kind="model",
+        converter="audiorep_melgan",
+        bundled="melgan_small.safetensors",
+    ),
+):
+    REGISTRY[_entry.name] = _entry
+del _entry
