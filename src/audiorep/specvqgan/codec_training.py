@@ -92,8 +92,10 @@ class CodecTrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        VQGANConfig.from_dict(self.model)  # validates
-        VQGANLossConfig.from_dict(self.loss)
+        # validated and completed with the defaults, in JSON's types (tuples as lists), so that
+        # a config read back from a checkpoint compares equal
+        self.model = json.loads(json.dumps(VQGANConfig.from_dict(self.model).to_dict()))
+        self.loss = json.loads(json.dumps(VQGANLossConfig.from_dict(self.loss).to_dict()))
         if self.batch_size < 1 or self.crop_frames < 16 or self.eval_every < 1:
             raise ValueError("batch_size >= 1, crop_frames >= 16 and eval_every >= 1 required")
 
@@ -342,7 +344,7 @@ def _restart_dead_codes(
 def _check_same_config(cfg: CodecTrainConfig) -> Callable[[dict[str, Any], Path], None]:
     def check(state: dict[str, Any], path: Path) -> None:
         saved = state.get("codec_training", {}).get("config")
-        if saved != cfg.to_dict():
+        if saved != json.loads(json.dumps(cfg.to_dict())):
             raise ValueError(
                 f"{path} was written by a run with another config; use resume=False "
                 f"(--restart) to start over, or the same settings.\nsaved: {json.dumps(saved)}"

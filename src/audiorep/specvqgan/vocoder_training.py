@@ -73,7 +73,8 @@ class VocoderTrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        MelGANConfig.from_dict(self.generator)
+        # completed with the defaults, in JSON's types, so a checkpoint's copy compares equal
+        self.generator = json.loads(json.dumps(MelGANConfig.from_dict(self.generator).to_dict()))
         if self.batch_size < 1 or self.eval_every < 1 or self.segment % 256:
             raise ValueError("batch_size >= 1, eval_every >= 1, segment a multiple of 256")
 
@@ -246,7 +247,7 @@ def _train(
 
     def check(state: dict[str, Any], path: Path) -> None:
         saved = state.get("vocoder_training", {}).get("config")
-        if saved != cfg.to_dict():
+        if saved != json.loads(json.dumps(cfg.to_dict())):
             raise ValueError(
                 f"{path} was written by a run with another config; use resume=False to start "
                 f"over.\nsaved: {json.dumps(saved)}\nnow:   {json.dumps(cfg.to_dict())}"
