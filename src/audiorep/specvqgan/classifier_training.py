@@ -57,7 +57,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from audiorep.atomic import commit, current_umask, make_temp
 from audiorep.frontends.specvqgan import CROP_FRAMES
 from audiorep.metrics.classification import audioset_metrics, top_k_per_video
 from audiorep.models.melception import Melception
@@ -76,6 +75,7 @@ from audiorep.training.checkpoint import (
     save_checkpoint,
 )
 from audiorep.training.distributed import Distributed, setup_distributed
+from audiorep.training.export import atomic_write, finite_json
 from audiorep.training.rng import rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger("audiorep.specvqgan")
@@ -384,29 +384,8 @@ def _public(metrics: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ outputs
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = make_temp(path.parent, f".{path.name}.", ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # some writers (safetensors) recreate the file with mode 0600: restore open()'s mode
-        os.chmod(tmp, 0o666 & ~current_umask())
-        commit(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _finite_json(obj: Any) -> Any:
-    """``obj`` with non-finite floats as None: strict JSON (d' of a perfect mAUC is inf)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    return obj
+_atomic_write = atomic_write
+_finite_json = finite_json
 
 
 def save_judge(
