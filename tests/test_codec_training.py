@@ -182,7 +182,7 @@ def test_codec_resume_equals_uninterrupted(tmp_path, corpus):
     a, b = whole.codec.state_dict(), resumed.codec.state_dict()
     # CPU, same ops in the same order from the same state: bit-identical
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match="other settings"):
         train_codec(corpus, tmp_path / "b", codec_config(learning_rate=1e-3), max_steps=7,
                     progress=False)  # fmt: skip
 

@@ -111,24 +111,6 @@ def _write_wav(path: Path, wave: Any, rate: int | None, source_rate: int) -> int
     return out_rate
 
 
-def _plot(path: Path, original: Any, rebuilt: Any, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True)
-    for ax, img, name in ((axes[0], original, "original"), (axes[1], rebuilt, "reconstruction")):
-        ax.imshow(img.numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="magma")
-        ax.set_title(name, fontsize=9)
-        ax.set_ylabel("mel band")
-    axes[1].set_xlabel("frame (11.6 ms)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -140,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         decode_codes,
         encode_file,
         mel_to_audio,
+        plot_comparison,
     )
     from audiorep.specvqgan.codec_models import load_codec, load_vocoder
 
@@ -194,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                     if getattr(args, "plot", False):
                         png = out / f"{src.stem}.png"
                         title = f"{src.name}: {cf.kbps:.3f} kbps, mel L1 {report['mel_l1']:.4f}"
-                        _plot(png, mel, rebuilt, title)
+                        plot_comparison(png, mel, rebuilt, title)
                         report["plot"] = str(png)
         except (AudioLoadError, CodeFileError, OSError, ValueError, RuntimeError) as exc:
             failed += 1

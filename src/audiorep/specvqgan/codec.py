@@ -238,6 +238,36 @@ def mel_to_audio(mel: torch.Tensor, vocoder: Vocoder | None = None) -> torch.Ten
     return torch.nn.functional.pad(wave, (0, HOP_LENGTH * mel.shape[-1] - wave.shape[-1]))
 
 
+def plot_comparison(
+    path: PathLike,
+    original: torch.Tensor,
+    rebuilt: torch.Tensor,
+    title: str = "",
+    label: str = "reconstruction",
+) -> bool:
+    """Save a PNG of two [0, 1] mels ``(80, T)`` one above the other; False (nothing written)
+    when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional
+        return False
+    fig, axes = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True)
+    for ax, img, name in ((axes[0], original, "original"), (axes[1], rebuilt, label)):
+        ax.imshow(img.numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="magma")
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("mel band")
+    axes[1].set_xlabel("frame (11.6 ms)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def codec_identity(codec: SpectrogramVQGAN, name: str = "") -> dict[str, Any]:
     """What a ``.codes`` file records about the codec that wrote it."""
     from audiorep.hashing import state_dict_sha256
@@ -298,5 +328,6 @@ __all__ = [
     "load_audio_22k",
     "mel_to_audio",
     "pack_bits",
+    "plot_comparison",
     "unpack_bits",
 ]

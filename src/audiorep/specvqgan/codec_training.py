@@ -50,12 +50,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from audiorep.frontends.specvqgan import from_model_range, to_model_range
+from audiorep.frontends.specvqgan import N_MELS, from_model_range, to_model_range
 from audiorep.losses.lpaps import LPAPS
 from audiorep.losses.vqgan import VQGANLoss, VQGANLossConfig, check_finite, warn_if_collapsed
 from audiorep.models.patchgan import PatchGANDiscriminator
 from audiorep.models.vqgan import SpectrogramVQGAN, VQGANConfig
 from audiorep.specvqgan.audio_corpus import AudioCorpus, MelCrops
+from audiorep.specvqgan.codec import plot_comparison
 from audiorep.specvqgan.griffin_lim import griffin_lim
 from audiorep.training.distributed import Distributed, setup_distributed
 from audiorep.training.export import load_model_file, save_model_file
@@ -181,7 +182,7 @@ def evaluate_codec(
         base_err += float((spec - base).abs().sum())
         frames += usable
     codec.train(was_training)
-    n = max(frames * spec.shape[0], 1) if frames else 1
+    n = max(frames * N_MELS, 1)
     p = counts.double() / max(int(counts.sum()), 1)
     entropy = -float((p[p > 0] * p[p > 0].log()).sum())
     return {
@@ -217,22 +218,7 @@ def _log_sample(
     folder.mkdir(parents=True, exist_ok=True)
     wave = vocoder(rec) if vocoder is not None else griffin_lim(rec, iterations=32)
     sf.write(folder / f"step-{step:08d}.wav", wave.numpy(), 22050, subtype="PCM_16")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are optional
-        return
-    fig, axes = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
-    for ax, img, title in ((axes[0], spec, "original"), (axes[1], rec, f"step {step}")):
-        ax.imshow(img.numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="magma")
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("mel band")
-    axes[1].set_xlabel("frame (11.6 ms)")
-    fig.tight_layout()
-    fig.savefig(folder / f"step-{step:08d}.png", dpi=80)
-    plt.close(fig)
+    plot_comparison(folder / f"step-{step:08d}.png", spec, rec, label=f"step {step}")
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -341,19 +327,6 @@ def _restart_dead_codes(
     return int(dead.numel())
 
 
-def _check_same_config(cfg: CodecTrainConfig) -> Callable[[dict[str, Any], Path], None]:
-    def check(state: dict[str, Any], path: Path) -> None:
-        saved = state.get("codec_training", {}).get("config")
-        if saved != json.loads(json.dumps(cfg.to_dict())):
-            raise ValueError(
-                f"{path} was written by a run with another config; use resume=False "
-                f"(--restart) to start over, or the same settings.\nsaved: {json.dumps(saved)}"
-                f"\nnow:   {json.dumps(cfg.to_dict())}"
-            )
-
-    return check
-
-
 def _train(
     train: AudioCorpus,
     out: Path,
@@ -391,7 +364,7 @@ def _train(
     held = heldout.mels() if heldout is not None else []
     ckpt_dir = out / "checkpoints"
     step, trainer, last = restore(
-        ckpt_dir, module, optimizers, resume=resume, dist=dist, check=_check_same_config(cfg)
+        ckpt_dir, module, optimizers, resume=resume, dist=dist, config=cfg.to_dict()
     )
     trainer = trainer or {"history": [], "best": None, "running": {}, "seconds": 0.0}
     if dist.main:
@@ -413,7 +386,7 @@ def _train(
         trainer["seconds"] = seconds_before + time.perf_counter() - t_run
         last = checkpoint(
             ckpt_dir, module, optimizers, step=step, trainer=trainer, dist=dist, keep=keep,
-            extra={"codec_training": {"config": cfg.to_dict()}},
+            config=cfg.to_dict(),
         )  # fmt: skip
 
     def evaluate() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -245,17 +246,9 @@ def _train(
     crops = WaveCrops(train, cfg.seed, segment=cfg.segment)
     held = heldout.mels() if heldout is not None else []
 
-    def check(state: dict[str, Any], path: Path) -> None:
-        saved = state.get("vocoder_training", {}).get("config")
-        if saved != json.loads(json.dumps(cfg.to_dict())):
-            raise ValueError(
-                f"{path} was written by a run with another config; use resume=False to start "
-                f"over.\nsaved: {json.dumps(saved)}\nnow:   {json.dumps(cfg.to_dict())}"
-            )
-
     ckpt_dir = out / "checkpoints"
     step, trainer, last = restore(
-        ckpt_dir, module, optimizers, resume=resume, dist=dist, check=check
+        ckpt_dir, module, optimizers, resume=resume, dist=dist, config=cfg.to_dict()
     )
     trainer = trainer or {"history": [], "best": None, "running": {}, "seconds": 0.0}
     running: dict[str, float] = dict(trainer["running"])
@@ -277,7 +270,7 @@ def _train(
         trainer["seconds"] = seconds_before + time.perf_counter() - t_run
         last = checkpoint(
             ckpt_dir, module, optimizers, step=step, trainer=trainer, dist=dist, keep=keep,
-            extra={"vocoder_training": {"config": cfg.to_dict()}},
+            config=cfg.to_dict(),
         )  # fmt: skip
 
     def evaluate() -> None:
@@ -323,7 +316,7 @@ def _train(
                 net_g, net_d, opt_g, opt_d, wave.to(dev), mel.to(dev),
                 lambda_feat=cfg.lambda_feat, mel_loss_weight=cfg.mel_loss_weight,
             )  # fmt: skip
-        bad = [k for k, v in terms.items() if not torch.isfinite(torch.tensor(v))]
+        bad = [k for k, v in terms.items() if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(
                 f"vocoder training stopped: {', '.join(bad)} is not finite at step {step}; "

@@ -8,9 +8,10 @@ A loop keeps its position in a JSON-able ``trainer`` dict; :func:`restore` and
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,16 @@ from audiorep.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
+    read_checkpoint_state,
     save_checkpoint,
 )
 from audiorep.training.distributed import Distributed
 from audiorep.training.rng import rng_state, set_rng_state
+
+
+def _as_json(config: Mapping[str, Any]) -> Any:
+    """``config`` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(dict(config)))
 
 
 def restore(
@@ -35,13 +42,14 @@ def restore(
     *,
     resume: bool,
     dist: Distributed,
-    check: Callable[[dict[str, Any], Path], None] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any] | None, Path | None]:
     """``(step, trainer state, checkpoint)`` of the newest intact checkpoint in ``ckpt_dir``
     (weights, optimizers and this rank's RNG restored), or ``(0, None, None)``.
 
     ``resume=False`` deletes older checkpoints (they must not be resumed later by mistake).
-    ``check(state_json, path)`` may raise when the checkpoint belongs to another config.
+    ``config``: the run's settings; a checkpoint saved (by :func:`checkpoint`) with other
+    settings raises ValueError showing both.
     """
     if not resume and dist.main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -49,10 +57,14 @@ def restore(
     found = latest_checkpoint(ckpt_dir) if resume else None
     if found is None:
         return 0, None, None
-    from audiorep.training.checkpoint import read_checkpoint_state
-
-    if check is not None:
-        check(read_checkpoint_state(found), found)
+    if config is not None:
+        saved = read_checkpoint_state(found).get("run_config")
+        if saved != _as_json(config):
+            raise ValueError(
+                f"{found} was written by a run with other settings; start over (resume=False, "
+                f"--restart) or use the same settings.\nsaved: {json.dumps(saved)}"
+                f"\nnow:   {json.dumps(_as_json(config))}"
+            )
     state = load_checkpoint(found, module, optimizers=optimizers)
     trainer = dict(state["trainer"])
     rngs = trainer.pop("rng")
@@ -69,17 +81,19 @@ def checkpoint(
     trainer: dict[str, Any],
     dist: Distributed,
     keep: int | None = 3,
-    extra: dict[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Path | None:
-    """Save ``ckpt_dir/ckpt-<step>`` (rank 0 writes; every rank's RNG state is gathered)."""
+    """Save ``ckpt_dir/ckpt-<step>`` (rank 0 writes; every rank's RNG state is gathered) with
+    the run's ``config`` for :func:`restore` to compare."""
     state = {**trainer, "rng": dist.gather(rng_state())}
+    extra = {} if config is None else {"run_config": _as_json(config)}
     path = None
     if dist.main:
         path = save_checkpoint(
             ckpt_dir,
             module,
             step=step,
-            extra={"trainer": state, **(extra or {})},
+            extra={"trainer": state, **extra},
             optimizers=optimizers,
         )
         prune_checkpoints(ckpt_dir, keep)
@@ -101,12 +115,16 @@ class StopRule:
     started_cpu: float = field(default_factory=time.process_time)
 
     def reached(self, step: int, dist: Distributed | None = None) -> bool:
+        if self.max_steps is not None and step >= self.max_steps:
+            return True
+        if self.max_seconds is None and self.max_cpu_seconds is None:
+            return False
         late = self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds
         if self.max_cpu_seconds is not None:
             late = late or time.process_time() - self.started_cpu >= self.max_cpu_seconds
         if dist is not None:
             late = bool(dist.from_main(late))  # every rank must stop on the same step
-        return late or (self.max_steps is not None and step >= self.max_steps)
+        return late
 
 
 __all__ = ["StopRule", "checkpoint", "restore"]
