@@ -161,6 +161,7 @@ NUMERIC_FILES = {
     "test_losses.py",
     "test_melception.py",
     "test_melgan.py",
+    "test_transformer.py",
     "test_vqgan.py",
     "test_vqgan_loss.py",
     "test_lpaps.py",

@@ -369,6 +369,38 @@ def gpt_state_dict_shapes(
     return [(name, tuple(t.shape)) for name, t in model.state_dict().items()]
 
 
+def seeded_random_state_dict(
+    config: GPTConfig,
+    feat_depth: int | None = 2048,
+    n_classes: int | None = None,
+    seed: int = 20261124,
+) -> dict[str, torch.Tensor]:
+    """GPT weights of the fixtures' recipe v1 (tests/fixtures/specvqgan_transformer/README.md).
+
+    One ``numpy.random.RandomState(seed)`` walks the state dict in order: ``pos_emb`` and
+    ``tok_emb.weight`` ``N(0, 1) * 0.02``; attention masks lower-triangular (no draw); biases 0
+    and other 1-d weights 1 (no draw); every other tensor ``N(0, 1) * sqrt(2 / prod(shape[1:]))``;
+    drawn in float64, cast to float32. For tests and benchmarks: the outputs mean nothing.
+    """
+    import numpy as np
+
+    rs = np.random.RandomState(int(seed))
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in gpt_state_dict_shapes(config, feat_depth, n_classes):
+        if name.endswith("attn.mask"):
+            x = np.tril(np.ones(shape[-2:])).reshape(shape)
+        elif name in ("tok_emb.weight", "pos_emb"):
+            x = rs.standard_normal(shape) * 0.02
+        elif name.endswith(".bias"):
+            x = np.zeros(shape)
+        elif len(shape) == 1:
+            x = np.ones(shape)
+        else:
+            x = rs.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+        out[name] = torch.from_numpy(x.astype(np.float32))
+    return out
+
+
 __all__ = [
     "Block",
     "CausalSelfAttention",
@@ -380,4 +412,5 @@ __all__ = [
     "KVCache",
     "build_gpt",
     "gpt_state_dict_shapes",
+    "seeded_random_state_dict",
 ]

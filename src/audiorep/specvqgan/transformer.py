@@ -331,7 +331,19 @@ def transformer_from_lightning(
     with torch.device("meta"):
         model = CodeTransformer.build(spec, SpectrogramVQGAN(vq))
     sd = {f"{g}.{k}": v for g, part in groups.items() if g for k, v in part.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        where = (
+            f"the architecture in {project_yaml}"
+            if project_yaml is not None
+            else "the architecture read off the tensors and the released codec shape (no "
+            "configs/*-project.yaml given)"
+        )
+        first = str(e).split("\n\t")[1:3]
+        raise ValueError(
+            f"{ckpt_path}: weights do not fit {where}: {'; '.join(first)[:400]}"
+        ) from None
     return model.eval()
 
 
