@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("extract", "hear", "backbones"),  # backbones: alias of pipelines.backbones for one release
     ("fad", "evaluation"),
     ("specvqgan",),
+    ("serve",),
     ("cli",),
     ("__init__",),  # the facade: `import audiorep` re-exports the public API
 )

@@ -16,7 +16,17 @@ from audiorep._version import __version__
 from audiorep.cli.common import CommandError, apply_max_seconds, fail
 
 #: Command modules, in ``--help`` order.
-COMMAND_MODULES = ("embed", "fad", "linear_eval", "classifier", "weights", "specvqgan", "codec")
+COMMAND_MODULES = (
+    "embed",
+    "fad",
+    "linear_eval",
+    "classifier",
+    "weights",
+    "specvqgan",
+    "codec",
+    "generate",
+    "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
