@@ -132,3 +132,41 @@ def test_cli_errors_name_the_problem(tmp_path, class_model, feature_model, capsy
     assert str(bad) in capsys.readouterr().out
     assert main(["generate", "--class", "bird", "--transformer", str(tmp_path / "none")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _tiny_video(path: Path, seconds: float = 2.0, fps: int = 25) -> Path:
+    av = pytest.importorskip("av", reason="PyAV not installed (pip install 'audiorep[av]')")
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k in range(int(seconds * fps)):
+            img = np.full((48, 64, 3), 4 * k, np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = k
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_cli_video_to_mp4(tmp_path, feature_model):
+    av = pytest.importorskip("av", reason="PyAV not installed (pip install 'audiorep[av]')")
+    dog = tmp_path / "videos" / "dog"
+    dog.mkdir(parents=True)
+    video = _tiny_video(dog / "video_00042.mp4")
+    out = tmp_path / "gen"
+    args = ["generate", "--video", str(video), "--transformer", str(feature_model),
+            "--resnet50", "random:0", "--vocoder", "griffin-lim", "-o", str(out), "-q"]  # fmt: skip
+    assert main(args) == 0
+    stem = out / "cls_2" / "video_00042_sample_0"  # VAS "dog" from the folder name
+    assert np.load(f"{stem}.npy").shape == (1, 80, 848)
+    with av.open(f"{stem}.mp4") as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
+        assert sum(1 for _ in c.decode(video=0)) == 50  # the picture is kept, frame for frame
+    with av.open(f"{stem}.mp4") as c:
+        audio_seconds = sum(f.samples for f in c.decode(audio=0)) / 22050
+    assert 1.9 < audio_seconds < 2.2  # the new sound, cut to the 2 s video (AAC frames: +-46 ms)
+    item = json.loads((out / "generation.json").read_text())["items"][0]
+    assert item["details"]["feature_rows"] == 5 and item["label"] == "dog"

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         from audiorep.specvqgan.video import load_resnet50
 
         try:
-            resnet = load_resnet50(args.resnet50, args.device)
+            resnet, _ = load_resnet50(args.resnet50, args.device)
         except (ValueError, FileNotFoundError, OSError) as e:
             return fail(COMMAND, display(e))
     out = Path(args.output_dir)

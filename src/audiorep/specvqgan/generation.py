@@ -109,21 +109,22 @@ class Condition:
     ) -> Condition:
         """ResNet-50 features of a video (decoded at 21.5 fps, first 10 s, short videos tiled as
         the authors' demo), then the demo chain to the model's S frames."""
-        from audiorep.specvqgan.video import extract_video_features
-        from audiorep.specvqgan.visual_features import FeatureSettings, prepare_features_demo
+        from audiorep.specvqgan.video import load_resnet50, video_condition_features
+        from audiorep.specvqgan.visual_features import FeatureSettings
 
         _needs_features(model)
         if model.spec.feat_depth != 2048:
             raise ValueError(
                 f"video features are ResNet-50 (2048); the model takes {model.spec.feat_depth}"
             )
+        if resnet is None:
+            resnet = load_resnet50(None, model.device)[0]
         t0 = time.perf_counter()
-        feats = extract_video_features(path, model=resnet, device=model.device, progress=progress)
-        seconds = time.perf_counter() - t0
         settings = FeatureSettings(feat_sample_size=model.spec.feat_sample_size)
-        rows = prepare_features_demo(feats, settings)
+        rows = video_condition_features(path, resnet, settings, progress=progress)
+        seconds = time.perf_counter() - t0
         value = _with_class(model, _as_input(rows), target)
-        details = {"video_frames": int(feats.shape[0]), "feature_seconds": round(seconds, 3)}
+        details = {"feature_rows": int(rows.shape[0]), "feature_seconds": round(seconds, 3)}
         return cls(value, _safe(Path(path).stem), target, _label_of(model, target), str(path),
                    details)  # fmt: skip
 
@@ -319,8 +320,8 @@ def write_outputs(
     *,
     video: PathLike | None = None,
 ) -> dict[str, str]:
-    """Write ``<stem>.npy`` (mel), ``<stem>.wav`` and, for a video input, ``<stem>.mp4`` with
-    the new sound; returns the paths written."""
+    """Write ``<stem>.npy`` (mel), ``<stem>.wav`` and, for a video input, ``<stem>.mp4``: the
+    video with the new sound (cut to the shorter of the two); returns the paths written."""
     import soundfile as sf
 
     from audiorep.atomic import write_bytes_atomic
@@ -338,10 +339,16 @@ def write_outputs(
     write_bytes_atomic(wav, buf.getvalue())
     paths["wav"] = str(wav)
     if video is not None:
-        from audiorep.specvqgan.video import mux_audio_into_video
+        from audiorep.specvqgan.video import mux_audio_into_video, video_duration
 
+        # The sound covers the first 9.85 s (x width scale): a shorter video keeps its length
+        # and gets the sound's start; a longer one is cut to the sound (re-encoded).
+        sound_seconds = len(clip.wave) / SAMPLE_RATE
+        seconds = min(video_duration(video), sound_seconds)
+        wave = clip.wave[: int(round(seconds * SAMPLE_RATE))]
         mp4 = folder / f"{stem}.mp4"
-        mux_audio_into_video(video, clip.wave, SAMPLE_RATE, mp4)
+        cut = seconds if video_duration(video) > sound_seconds else None
+        mux_audio_into_video(video, wave, SAMPLE_RATE, mp4, duration=cut)
         paths["mp4"] = str(mp4)
     return paths
 
