@@ -98,6 +98,29 @@ class Condition:
         return cls(value, _safe(Path(path).stem), target, label, str(path), details)
 
     @classmethod
+    def from_rows(
+        cls,
+        model: CodeTransformer,
+        rows: np.ndarray,
+        name: str,
+        *,
+        target: int | None = None,
+        source: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> Condition:
+        """Condition rows ``(S, D)`` already through the feature chain (e.g. from
+        :func:`audiorep.specvqgan.video.video_condition_features`)."""
+        _needs_features(model)
+        if rows.ndim != 2 or rows.shape != (model.spec.feat_sample_size, model.spec.feat_depth):
+            raise ValueError(
+                f"{source or name}: condition rows {tuple(rows.shape)}; the model takes "
+                f"({model.spec.feat_sample_size}, {model.spec.feat_depth})"
+            )
+        value = _with_class(model, _as_input(rows), target)
+        return cls(value, _safe(name), target, _label_of(model, target), source,
+                   dict(details or {}))  # fmt: skip
+
+    @classmethod
     def from_video(
         cls,
         model: CodeTransformer,
@@ -123,10 +146,9 @@ class Condition:
         settings = FeatureSettings(feat_sample_size=model.spec.feat_sample_size)
         rows = video_condition_features(path, resnet, settings, progress=progress)
         seconds = time.perf_counter() - t0
-        value = _with_class(model, _as_input(rows), target)
         details = {"feature_rows": int(rows.shape[0]), "feature_seconds": round(seconds, 3)}
-        return cls(value, _safe(Path(path).stem), target, _label_of(model, target), str(path),
-                   details)  # fmt: skip
+        return cls.from_rows(model, rows, Path(path).stem, target=target, source=str(path),
+                             details=details)  # fmt: skip
 
 
 def resolve_class(model: CodeTransformer, name_or_index: str | int) -> tuple[int, str | None]:
