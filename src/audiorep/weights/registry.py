@@ -437,6 +437,28 @@ for _entry in (
     REGISTRY[_entry.name] = _entry
 del _entry
 
+# torchvision's ImageNet ResNet-50 (IMAGENET1K_V1, what `resnet50(pretrained=True)` gave in
+# 2021, when SpecVQGAN's video_features extractor ran): the network of SpecVQGAN's ResNet-50
+# video features (audiorep.models.resnet50, audiorep.specvqgan.video.load_resnet50). torchvision
+# names its files by the first 8 hex digits of their sha256 (0676ba61). The full digest and size
+# are not published by PyTorch; the values below are those recorded independently by several
+# public projects that downloaded this URL (searched code, 2026-12: the same 64 hex digits and
+# 102,530,333 bytes in unrelated repositories), and they start with the file-name prefix.
+REGISTRY["resnet50-imagenet"] = WeightsEntry(
+    name="resnet50-imagenet",
+    urls=("https://download.pytorch.org/models/resnet50-0676ba61.pth",),
+    filename="resnet50-0676ba61.pth",
+    sha256="0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a",
+    sha256_prefix="0676ba61",
+    size=102530333,
+    licence="BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms limit use to "
+    "non-commercial research",
+    description="torchvision's ImageNet ResNet-50 (IMAGENET1K_V1, ~98 MB): SpecVQGAN's "
+    "ResNet-50 video features (2048-d pool output)",
+    kind="model",
+    converter="torchvision_resnet50",
+)
+
 #: Converted files ``resolve_vggish_weights("auto")`` looks for, best first.
 AUTO_ORDER = ("vggish-tf", "vggish-torchvggish")
 
