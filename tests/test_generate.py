@@ -115,7 +115,10 @@ def test_cli_writes_the_authors_layout_and_a_manifest(tmp_path, class_model, cap
     again = ["generate", "--class", "brass", "--seed", "3", "--transformer", str(class_model),
              "--vocoder", "griffin-lim", "-o", str(tmp_path / "again"), "-q"]  # fmt: skip
     assert main(again) == 0
-    assert np.array_equal(np.load(tmp_path / "again" / "cls_2" / "brass_sample_0.npy"), first)
+    alone = np.load(tmp_path / "again" / "cls_2" / "brass_sample_0.npy")
+    # same tokens; decoding 1 instead of 2 clips may change the convolution kernels' summation
+    # order: float32 rounding of O(1) values over ~10^3-term sums, far below 1e-4
+    assert np.allclose(alone, first, atol=1e-4, rtol=0)
     capsys.readouterr()
     assert main(args + ["--resume"]) == 0
     assert "already generated, skipped" in capsys.readouterr().out
