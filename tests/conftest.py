@@ -163,6 +163,7 @@ NUMERIC_FILES = {
     "test_melgan.py",
     "test_resnet50_video.py",
     "test_transformer.py",
+    "test_transformer_training.py",
     "test_visual_features.py",
     "test_vqgan.py",
     "test_vqgan_loss.py",

@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "audiorep.cli.specvqgan_evaluate",
     "audiorep.cli.specvqgan_train",
     "audiorep.cli.specvqgan_codec_train",
+    "audiorep.cli.specvqgan_transformer_train",
 )
 
 

@@ -527,6 +527,21 @@ for _entry in (
         converter="audiorep_melgan",
         bundled="melgan_small.safetensors",
     ),
+    WeightsEntry(
+        name="audiorep-transformer-small",
+        urls=(),
+        filename="transformer_small.safetensors",
+        sha256="7ef606aa6a0af075898552cf4996dd6b53212321e434fc5647d40c207458678c",
+        sha256_prefix=None,
+        size=7170032,
+        licence="CC BY 4.0 (trained on sfx10: MIT-soundfont renders, CC BY 3.0/4.0 and "
+        "public-domain audio; see ATTRIBUTION.md)",
+        description="class-conditional SpecVQGAN code transformer trained here on sfx10 over "
+        "audiorep-codec-small (3.30 M parameters, 10 classes, 30 CPU-minutes)",
+        kind="model",
+        converter="audiorep_transformer",
+        bundled="transformer_small.safetensors",
+    ),
 ):
     REGISTRY[_entry.name] = _entry
 del _entry
