@@ -17,6 +17,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+	$(PY) examples/specvqgan_demo.py --out demo_out/specvqgan
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -59,6 +60,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_specvqgan_mel.py --markdown bench_out/specvqgan_mel.md
 	$(PY) benchmarks/bench_melception.py --batch-sizes 1 8 --markdown bench_out/melception.md
 	$(PY) benchmarks/bench_codec.py --markdown bench_out/codec_speed.md
+	$(PY) benchmarks/bench_sampling.py --check --markdown bench_out/sampling.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo_out bench_out

@@ -323,7 +323,13 @@ class GPTFeatsClass(GPT):
             return None
         if not isinstance(condition, Mapping):
             raise TypeError("GPTFeatsClass takes {'feature': (B, D, S), 'target': (B, 1)}")
-        feats = condition["feature"].to(self.feat_embedder.weight.dtype)
+        feats = condition["feature"]
+        if feats.dim() != 3 or feats.shape[1] != self.feat_embedder.in_channels:
+            raise ValueError(
+                f"expected features (B, {self.feat_embedder.in_channels}, S), got "
+                f"{tuple(feats.shape)}"
+            )
+        feats = feats.to(self.feat_embedder.weight.dtype)
         token = _class_embedding(self.cls_embedder, condition["target"])
         return torch.cat([self.feat_embedder(feats).permute(0, 2, 1), token], dim=1)
 

@@ -220,6 +220,8 @@ class CodeTransformer(nn.Module):
     def logits(self, tokens: torch.Tensor, condition: Any) -> torch.Tensor:
         """Teacher-forced logits ``(B, L, V)``: position j predicts token j (L = tokens' length)."""
         condition = self.condition_to(condition)
+        if self.transformer.condition_length(condition) < 1:
+            raise ValueError("teacher forcing needs a condition: token 0 is predicted from it")
         out, _ = self.transformer(tokens[:, :-1].to(self.device), condition)
         return out[:, -tokens.shape[1] :]
 
