@@ -361,7 +361,8 @@ async function cancelSample() {
   if (!state.job) return;
   try {
     await api(`/api/jobs/${state.job}/cancel`, {});
-    setStatus("cancelling …");
+    // the job's own "cancelled" event may already have arrived: do not overwrite it
+    if (state.status === "running") setStatus("cancelling …");
   } catch (err) {
     setStatus(err.message, true);
   }
