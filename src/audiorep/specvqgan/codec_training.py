@@ -44,7 +44,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -62,6 +62,7 @@ from audiorep.training.distributed import Distributed, setup_distributed
 from audiorep.training.export import load_model_file, save_model_file
 from audiorep.training.loop import StopRule, checkpoint, restore
 from audiorep.training.rng import seed_everything
+from audiorep.training.settings import SettingsRecord
 
 logger = logging.getLogger("audiorep.specvqgan")
 LogFn = Callable[[str], None]
@@ -70,13 +71,15 @@ CODEC_FORMAT = "audiorep.specvqgan.codec"
 
 
 @dataclasses.dataclass
-class CodecTrainConfig:
+class CodecTrainConfig(SettingsRecord):
     """Everything that defines a codec training run (JSON-able; stored in checkpoints).
 
     ``model`` / ``loss``: :class:`VQGANConfig` / :class:`VQGANLossConfig` fields.
     ``lpaps``: build the perceptual loss (random backbone, as every released codebook had: the
     authors' LPAPS weights never loaded); ``False`` or ``loss.perceptual_weight = 0`` skips it.
     """
+
+    SETTINGS_NAME: ClassVar[str] = "codec training settings"
 
     model: dict[str, Any] = dataclasses.field(default_factory=lambda: VQGANConfig.vas().to_dict())
     loss: dict[str, Any] = dataclasses.field(default_factory=lambda: VQGANLossConfig().to_dict())
@@ -104,19 +107,6 @@ class CodecTrainConfig:
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return self.base_learning_rate * world * self.batch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CodecTrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown codec training settings: {unknown}")
-        return cls(**data)
 
 
 class CodecTrainingModule(nn.Module):

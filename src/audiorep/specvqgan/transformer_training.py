@@ -46,7 +46,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -64,6 +64,7 @@ from audiorep.training.distributed import Distributed, setup_distributed
 from audiorep.training.export import finite_json
 from audiorep.training.loop import StopRule, checkpoint, restore
 from audiorep.training.rng import seed_everything
+from audiorep.training.settings import SettingsRecord
 
 logger = logging.getLogger("audiorep.specvqgan")
 LogFn = Callable[[str], None]
@@ -71,7 +72,7 @@ SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
-class TransformerTrainConfig:
+class TransformerTrainConfig(SettingsRecord):
     """A transformer training run (JSON-able; stored in checkpoints and in the model's JSON).
 
     Model: ``kind`` (``"feature"``, ``"class"``, ``"feature+class"``), the GPT's ``n_layer``,
@@ -82,6 +83,8 @@ class TransformerTrainConfig:
     Optimisation: see the module docstring. ``epochs`` None: until early stopping (or a
     budget) ends the run. ``patience`` 0 turns early stopping off.
     """
+
+    SETTINGS_NAME: ClassVar[str] = "transformer training settings"
 
     kind: str = "feature"
     n_layer: int = 24
@@ -172,18 +175,6 @@ class TransformerTrainConfig:
             resid_pdrop=self.resid_pdrop,
             attn_pdrop=self.attn_pdrop,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransformerTrainConfig:
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown transformer training settings: {unknown}")
-        return cls(**data)
 
 
 def transformer_spec(

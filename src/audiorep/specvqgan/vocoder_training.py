@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -46,6 +46,7 @@ from audiorep.training.distributed import Distributed, setup_distributed
 from audiorep.training.export import load_model_file, save_model_file
 from audiorep.training.loop import StopRule, checkpoint, restore
 from audiorep.training.rng import seed_everything
+from audiorep.training.settings import SettingsRecord
 
 logger = logging.getLogger("audiorep.specvqgan")
 LogFn = Callable[[str], None]
@@ -54,7 +55,7 @@ VOCODER_FORMAT = "audiorep.specvqgan.melgan"
 
 
 @dataclasses.dataclass
-class VocoderTrainConfig:
+class VocoderTrainConfig(SettingsRecord):
     """A vocoder training run (JSON-able; stored in checkpoints)."""
 
     generator: dict[str, Any] = dataclasses.field(default_factory=lambda: MelGANConfig().to_dict())
@@ -79,21 +80,11 @@ class VocoderTrainConfig:
         if self.batch_size < 1 or self.eval_every < 1 or self.segment % 256:
             raise ValueError("batch_size >= 1, eval_every >= 1, segment a multiple of 256")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VocoderTrainConfig:
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown vocoder training settings: {unknown}")
-        return cls(**data)
-
 
 class VocoderTrainingModule(nn.Module):
     """``netG`` and ``netD`` in one module (one checkpoint, two optimizers)."""
+
+    SETTINGS_NAME: ClassVar[str] = "vocoder training settings"
 
     name = "specvqgan-melgan-training"
 
