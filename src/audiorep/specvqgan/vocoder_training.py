@@ -323,7 +323,9 @@ def _train(
         if checkpoint_every and step % checkpoint_every == 0:
             save()
     bar.close()
-    if not trainer["history"] or trainer["history"][-1]["step"] != step:
+    # only rank 0 keeps the history: every rank must take the same branch (evaluate has
+    # collectives), so rank 0 decides
+    if dist.from_main(not trainer["history"] or trainer["history"][-1]["step"] != step):
         evaluate()
     save()
     return VocoderTrainResult(
