@@ -118,14 +118,15 @@ def pytest_sessionfinish(session, exitstatus):
         )
 
 
-# ----------------------------------------------------------------------------- no ../shared
-# The tests must run from a clean clone anywhere: nothing may be read from the shared data
-# folder next to the repository (../shared); fixtures are copied into tests/fixtures/. A Python
+# ----------------------------------------------------------------------------- no golden-data reads
+# The tests must run from a clean clone anywhere: nothing may be read from the developers'
+# golden-data folder beside the repository; fixtures are copied into tests/fixtures/. A Python
 # audit hook records every file or folder this process opens there (reads by C libraries such as
 # libsndfile are not audited; `make test` with the folder hidden covers those), and the session
 # fails if there is any.
-_SHARED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..")
-_SHARED_DIR = os.path.join(os.path.normpath(_SHARED_DIR), "shared") + os.sep
+GOLDEN_DATA_FOLDER = "shared"  # the folder's name, beside the repository root
+_REPO_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_SHARED_DIR = os.path.join(_REPO_PARENT, GOLDEN_DATA_FOLDER) + os.sep
 _SHARED_READS: set[str] = set()
 
 

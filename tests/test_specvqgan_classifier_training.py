@@ -438,18 +438,18 @@ def test_sfx_dataset_builder_small(tmp_path):
     import runpy
 
     tool = runpy.run_path(str(ROOT / "tools" / "build_sfx_dataset.py"))
-    # Stand-ins for the ../shared/audio recordings (tests never read ../shared): noise bursts
+    # Stand-ins for the golden-data recordings (tests never read that folder): noise bursts
     # and tones of the real files' names and lengths.
-    shared = tmp_path / "shared"
-    shared.mkdir()
+    stand_ins = tmp_path / "recordings"
+    stand_ins.mkdir()
     rng = np.random.default_rng(0)
     lengths = {"robin": 2.7, "trumpet": 5.3, "librispeech": 15.0, "humpback": 65.0}
     for key, (files, _) in tool["RECORDINGS"].items():
         for name in files:
             t = np.arange(int(lengths[key] * 16000)) / 16000
             x = 0.3 * np.sin(2 * np.pi * 300 * t) * (rng.random(len(t)) < 0.5)
-            sf.write(shared / name, x.astype(np.float32), 16000, format="OGG", subtype="VORBIS")
-    argv = [str(tmp_path / "sfx"), "--clips-per-class", "7", "--shared-audio", str(shared)]
+            sf.write(stand_ins / name, x.astype(np.float32), 16000, format="OGG", subtype="VORBIS")
+    argv = [str(tmp_path / "sfx"), "--clips-per-class", "7", "--shared-audio", str(stand_ins)]
     assert tool["main"](argv) == 0
     table = vas_clips(tmp_path / "sfx")
     assert len(table.classes) == 10 and len(table.clips) == 70
