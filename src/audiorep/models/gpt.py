@@ -390,21 +390,15 @@ def seeded_random_state_dict(
     """
     import numpy as np
 
-    rs = np.random.RandomState(int(seed))
-    out: dict[str, torch.Tensor] = {}
-    for name, shape in gpt_state_dict_shapes(config, feat_depth, n_classes):
-        if name.endswith("attn.mask"):
-            x = np.tril(np.ones(shape[-2:])).reshape(shape)
-        elif name in ("tok_emb.weight", "pos_emb"):
-            x = rs.standard_normal(shape) * 0.02
-        elif name.endswith(".bias"):
-            x = np.zeros(shape)
-        elif len(shape) == 1:
-            x = np.ones(shape)
-        else:
-            x = rs.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        out[name] = torch.from_numpy(x.astype(np.float32))
-    return out
+    from audiorep.models.vggishish import recipe_round2_state_dict
+
+    shapes = gpt_state_dict_shapes(config, feat_depth, n_classes)
+    masks = {n: np.tril(np.ones(s[-2:])).reshape(s) for n, s in shapes if n.endswith("attn.mask")}
+    drawn = {
+        n: (lambda rs, shape: rs.standard_normal(shape) * 0.02)
+        for n in ("tok_emb.weight", "pos_emb")
+    }
+    return recipe_round2_state_dict(shapes, seed, fixed=masks, drawn=drawn)
 
 
 __all__ = [

@@ -30,10 +30,8 @@ works as is (580 tensors, 96 BatchNorms).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -429,26 +427,13 @@ def seeded_random_state_dict(
 
     For tests, demos and benchmarks only: outputs from random weights are meaningless.
     """
-    rs = np.random.RandomState(int(seed))
-    out: dict[str, torch.Tensor] = OrderedDict()
-    for name, shape in state_dict_shapes(num_classes).items():
-        if name.endswith("num_batches_tracked"):
-            out[name] = torch.tensor(0, dtype=torch.int64)
-            continue
-        if name.endswith("running_mean"):
-            x = rs.standard_normal(shape) * 0.1
-        elif name.endswith("running_var"):
-            x = rs.uniform(0.5, 1.5, size=shape)
-        elif name in RECIPE_DRAWN_BIASES:
-            x = rs.standard_normal(shape) * RECIPE_DRAWN_BIASES[name]
-        elif name.endswith(".bias"):
-            x = np.zeros(shape)
-        elif len(shape) == 1:
-            x = np.ones(shape)
-        else:
-            x = rs.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        out[name] = torch.from_numpy(x.astype(np.float32))
-    return out
+    from audiorep.models.vggishish import recipe_round2_state_dict
+
+    def biased(scale: float):
+        return lambda rs, shape: rs.standard_normal(shape) * scale
+
+    drawn = {name: biased(scale) for name, scale in RECIPE_DRAWN_BIASES.items()}
+    return recipe_round2_state_dict(state_dict_shapes(num_classes).items(), seed, drawn=drawn)
 
 
 def seeded_melception(seed: int = RECIPE_SEED, **kwargs) -> Melception:

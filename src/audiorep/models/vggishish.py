@@ -29,7 +29,7 @@ Taps are named like torchvision's VGG16 stages: ``conv{b}_{j}`` (before the ReLU
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -306,19 +306,24 @@ def recipe_round2_state_dict(
     named_shapes: Iterable[tuple[str, tuple[int, ...]]],
     seed: int,
     fixed: Mapping[str, np.ndarray] | None = None,
+    drawn: Mapping[str, Callable[[np.random.RandomState, tuple[int, ...]], np.ndarray]]
+    | None = None,
 ) -> dict[str, torch.Tensor]:
-    """SpecVQGAN fixtures' weight recipe, round 2, for models without drawn biases.
+    """The SpecVQGAN fixtures' weight recipe (round 2; recipe v1 is the same rules with the
+    ``fixed`` / ``drawn`` exceptions its models need).
 
     One ``numpy.random.RandomState(seed)`` walks the state dict in order; per key (first
     match wins): ``num_batches_tracked`` -> int64 0; a key in ``fixed`` -> that array (no
-    draw); ``running_mean`` -> ``0.1 N(0,1)``; ``running_var`` and ``weight_g`` ->
-    ``U(0.5, 1.5)``; other ``bias`` -> 0; other 1-d weights -> 1 (no draw); every other
-    tensor -> ``N(0,1) * sqrt(2 / prod(shape[1:]))``. Draws are float64, cast to float32.
+    draw); a key in ``drawn`` -> ``drawn[key](rs, shape)``; ``running_mean`` ->
+    ``0.1 N(0,1)``; ``running_var`` and ``weight_g`` -> ``U(0.5, 1.5)``; other ``bias`` -> 0;
+    other 1-d weights -> 1 (no draw); every other tensor -> ``N(0,1) * sqrt(2 /
+    prod(shape[1:]))``. Draws are float64, cast to float32.
     Large tensors are drawn in row blocks (the legacy generator's stream does not depend on
     how it is split), so peak memory stays near the float32 result.
     """
     rs = np.random.RandomState(int(seed))
     fixed = fixed or {}
+    drawn = drawn or {}
     out: dict[str, torch.Tensor] = OrderedDict()
     for name, shape in named_shapes:
         shape = tuple(int(s) for s in shape)
@@ -331,7 +336,9 @@ def recipe_round2_state_dict(
                 raise ValueError(f"{name}: fixed value has shape {x.shape}, expected {shape}")
             out[name] = torch.from_numpy(x.copy())
             continue
-        if name.endswith("running_mean"):
+        if name in drawn:
+            x = drawn[name](rs, shape)
+        elif name.endswith("running_mean"):
             x = rs.standard_normal(shape) * 0.1
         elif name.endswith(("running_var", "weight_g")):
             x = rs.uniform(0.5, 1.5, size=shape)

@@ -38,7 +38,6 @@ transformer reads them column-major (:func:`to_column_major`). ``bits_per_code``
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -687,20 +686,12 @@ def seeded_random_state_dict(
 
     For tests, demos and benchmarks only: reconstructions from random weights are meaningless.
     """
+    from audiorep.models.vggishish import recipe_round2_state_dict
+
     cfg = config if config is not None else VQGANConfig.vas()
-    rs = np.random.RandomState(int(seed))
-    out: dict[str, torch.Tensor] = OrderedDict()
-    for name, shape in state_dict_shapes(cfg):
-        if name == "quantize.embedding.weight":
-            x = rs.uniform(-1.0 / cfg.n_embed, 1.0 / cfg.n_embed, size=shape)
-        elif name.endswith(".bias"):
-            x = np.zeros(shape)
-        elif len(shape) == 1:
-            x = np.ones(shape)
-        else:
-            x = rs.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        out[name] = torch.from_numpy(x.astype(np.float32))
-    return out
+    bound = 1.0 / cfg.n_embed
+    drawn = {"quantize.embedding.weight": lambda rs, shape: rs.uniform(-bound, bound, size=shape)}
+    return recipe_round2_state_dict(state_dict_shapes(cfg), seed, drawn=drawn)
 
 
 __all__ = [
