@@ -104,11 +104,6 @@ class KVCache:
         self.values[layer][:, :, start:stop] = v
         return self.keys[layer][:, :, :stop], self.values[layer][:, :, :stop]
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows ``index`` (e.g. to drop finished samples)."""
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
-
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with separate key/query/value projections."""
@@ -151,7 +146,7 @@ class CausalSelfAttention(nn.Module):
         total = past + t
         mask = self.mask[:, :, past:total, :total]
         dropout = self.attn_drop.p if self.training else 0.0
-        if need_attention or (self.training and dropout > 0) or self.mask.shape[-1] < total:
+        if need_attention or (self.training and dropout > 0):
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
             att = att.masked_fill(mask == 0, float("-inf"))
             att = F.softmax(att, dim=-1)

@@ -62,10 +62,10 @@ class Condition:
         """A class condition; names are matched case-insensitively against the model's classes."""
         if "class" not in model.kind:
             raise ValueError(f"this model is conditioned on {model.kind}, not on a class")
-        target, label = resolve_class(model, name_or_index)
-        value = torch.tensor([[target]], dtype=torch.long)
         if model.kind == "feature+class":
             raise ValueError("a feature+class model needs features too: use from_features")
+        target, label = resolve_class(model, name_or_index)
+        value = torch.tensor([[target]], dtype=torch.long)
         return cls(value, _safe(label or f"class_{target}"), target, label, "class")
 
     @classmethod
@@ -366,10 +366,11 @@ def write_outputs(
         # The sound covers the first 9.85 s (x width scale): a shorter video keeps its length
         # and gets the sound's start; a longer one is cut to the sound (re-encoded).
         sound_seconds = len(clip.wave) / SAMPLE_RATE
-        seconds = min(video_duration(video), sound_seconds)
+        video_seconds = video_duration(video)
+        seconds = min(video_seconds, sound_seconds)
         wave = clip.wave[: int(round(seconds * SAMPLE_RATE))]
         mp4 = folder / f"{stem}.mp4"
-        cut = seconds if video_duration(video) > sound_seconds else None
+        cut = seconds if video_seconds > sound_seconds else None
         mux_audio_into_video(video, wave, SAMPLE_RATE, mp4, duration=cut)
         paths["mp4"] = str(mp4)
     return paths
