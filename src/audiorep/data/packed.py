@@ -185,14 +185,80 @@ class PackedAudioSet:
         }
 
     def loader(
-        self, batch_size: int, *, shuffle: bool = False, progress: bool = False, desc: str = ""
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        balanced: bool = False,
+        progress: bool = False,
+        desc: str = "",
     ) -> BatchLoader:
         """A re-iterable loader (one pass per ``iter``); see :class:`BatchLoader`."""
-        return BatchLoader(self, batch_size, shuffle=shuffle, progress=progress, desc=desc)
+        return BatchLoader(
+            self, batch_size, shuffle=shuffle, balanced=balanced, progress=progress, desc=desc
+        )
 
     def label_counts(self) -> torch.Tensor:
         """Positive segments per class, int64 ``(num_classes,)``."""
         return torch.bincount(self.label_indices, minlength=self.num_classes)
+
+    def label_lists(self) -> list[np.ndarray]:
+        """Every segment's class indices (int64 arrays, as stored)."""
+        off, idx = self.label_offsets.numpy(), self.label_indices.numpy()
+        return [idx[off[i] : off[i + 1]] for i in range(len(self))]
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> PackedAudioSet:
+        """A new split holding the segments ``index`` (in that order); arrays are copied."""
+        index = torch.as_tensor(np.asarray(index, dtype=np.int64))
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self)):
+            raise IndexError(f"subset index out of range for {len(self)} segments")
+        starts, ends = self.label_offsets[index], self.label_offsets[index + 1]
+        counts = ends - starts
+        within = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        labels = self.label_indices[torch.repeat_interleave(starts, counts) + within]
+        offsets = torch.zeros(len(index) + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(counts, 0)
+        return PackedAudioSet(
+            self.quantized[index].clone(),
+            self.num_frames[index].clone(),
+            labels.clone(),
+            offsets,
+            [self.video_ids[i] for i in index.tolist()],
+            np.asarray(self.start_times)[index.numpy()],
+            self.num_classes,
+            self.source,
+        )
+
+
+def balanced_order(data: PackedAudioSet, length: int | None = None) -> torch.Tensor:
+    """A class-balanced epoch order (int64 ``(length,)``, default ``len(data)``): classes are
+    visited in rounds, each round in a fresh random class order, and each visit takes the next
+    segment of that class's shuffled queue (reshuffled when used up) - every class is drawn
+    equally often whatever its frequency (the sampler PANNs use on the unbalanced AudioSet).
+    Draws from the GLOBAL torch RNG, like the shuffled loader, so resuming stays exact.
+    Classes without segments are skipped."""
+    n = len(data) if length is None else int(length)
+    off, idx = data.label_offsets, data.label_indices
+    owners = torch.repeat_interleave(torch.arange(len(data)), off[1:] - off[:-1])
+    members = [owners[idx == c] for c in range(data.num_classes)]
+    present = [c for c in range(data.num_classes) if members[c].numel()]
+    if not present:
+        raise ValueError(f"{data.source or 'data'}: no labelled segment to balance over")
+    queues = [members[c][torch.randperm(members[c].numel())] for c in range(data.num_classes)]
+    used = [0] * data.num_classes
+    out: list[int] = []
+    while len(out) < n:
+        for k in torch.randperm(len(present)).tolist():
+            c = present[k]
+            if used[c] == queues[c].numel():
+                queues[c], used[c] = members[c][torch.randperm(members[c].numel())], 0
+            out.append(int(queues[c][used[c]]))
+            used[c] += 1
+            if len(out) == n:
+                break
+    return torch.tensor(out, dtype=torch.int64)
 
 
 def _identity(x: Any) -> Any:
@@ -206,6 +272,7 @@ class BatchLoader:
     order of an epoch depends only on the RNG state at its start - what
     :func:`~audiorep.heads.training.train_classifier` saves and restores for exact resume. The
     last batch may be smaller (as train.py's queue at the end of the data).
+    ``balanced=True``: every epoch is :func:`balanced_order` (as many draws as segments).
     """
 
     def __init__(
@@ -214,6 +281,7 @@ class BatchLoader:
         batch_size: int,
         *,
         shuffle: bool = False,
+        balanced: bool = False,
         progress: bool = False,
         desc: str = "",
     ) -> None:
@@ -222,6 +290,7 @@ class BatchLoader:
         self.data = data
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
+        self.balanced = balanced
         self.progress = progress
         self.desc = desc
 
@@ -230,7 +299,10 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         n = len(self.data)
-        order = torch.randperm(n) if self.shuffle else torch.arange(n)
+        if self.balanced:
+            order = balanced_order(self.data, n)
+        else:
+            order = torch.randperm(n) if self.shuffle else torch.arange(n)
         starts = range(0, n, self.batch_size)
         for s in progress_bar(starts, enabled=self.progress, desc=self.desc, unit=" batches",
                            leave=False):  # fmt: skip
@@ -259,4 +331,11 @@ def stream_loader(
     )
 
 
-__all__ = ["WINDOW_FRAMES", "BatchLoader", "PackedAudioSet", "progress_bar", "stream_loader"]
+__all__ = [
+    "WINDOW_FRAMES",
+    "BatchLoader",
+    "PackedAudioSet",
+    "balanced_order",
+    "progress_bar",
+    "stream_loader",
+]

@@ -47,12 +47,15 @@ def save_checkpoint(
     step: int = 0,
     extra: dict[str, Any] | None = None,
     optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    tensor_groups: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``directory/ckpt-<step>/`` atomically (a temp folder renamed at the end).
 
     ``extra``: more JSON fields for ``state.json`` (the trainer stores its position and RNG).
     ``optimizers``: named optimizers over parameters of ``model`` (names: letters, digits,
     ``_``, ``-``), each saved to ``optimizer-<name>.safetensors``.
+    ``tensor_groups``: more named tensor dicts (e.g. a weight average), each saved to
+    ``tensors-<name>.safetensors`` and read back with :func:`load_checkpoint_tensors`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,6 +84,13 @@ def save_checkpoint(
             key: _save_optimizer(tmp / f"optimizer-{key}.safetensors", model, opt)
             for key, opt in optimizers.items()
         }
+    for key, group in (tensor_groups or {}).items():
+        if not OPTIMIZER_NAME_RE.match(key):
+            raise ValueError(f"tensor group name {key!r}: use letters, digits, '_' or '-'")
+        flat = {k: v.detach().cpu().contiguous() for k, v in group.items()}
+        save_file(flat, str(tmp / f"tensors-{key}.safetensors"), metadata={"format": "pt"})
+    if tensor_groups:
+        state["tensors"] = sorted(tensor_groups)
     state.update(extra or {})
     (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
     if final.exists():
@@ -172,6 +182,7 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     state = read_checkpoint_state(path)
     needed = ["model.safetensors"] + (["optimizer.safetensors"] if "optimizer" in state else [])
     needed += [f"optimizer-{key}.safetensors" for key in state.get("optimizers", {})]
+    needed += [f"tensors-{key}.safetensors" for key in state.get("tensors", [])]
     for name in needed:
         file = path / name
         try:
@@ -250,6 +261,20 @@ def load_checkpoint(
     return state
 
 
+def load_checkpoint_tensors(path: str | Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensor group ``name`` saved with :func:`save_checkpoint` (``tensor_groups=``) in the
+    ``ckpt-*`` folder ``path`` (CPU tensors).
+
+    Raises:
+        CheckpointError: the checkpoint has no such group.
+    """
+    path = Path(path)
+    state = read_checkpoint_state(path)
+    if name not in state.get("tensors", []):
+        raise CheckpointError(f"{path}: no tensor group {name!r} (has {state.get('tensors', [])})")
+    return load_file(str(path / f"tensors-{name}.safetensors"))
+
+
 def prune_checkpoints(directory: Path, keep: int | None) -> None:
     """Keep the ``keep`` newest ``ckpt-*`` folders of ``directory`` (all when None)."""
     if keep is None:
@@ -268,6 +293,7 @@ __all__ = [
     "verify_checkpoint",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_checkpoint_tensors",
     "prune_checkpoints",
     "save_checkpoint",
 ]
