@@ -102,7 +102,7 @@ def test_loader_order_follows_the_global_torch_rng():
 
 def test_train_logs_checkpoints_and_resumes_exactly(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert train(a, "--steps", "5") == 0
+    assert train(a, "--steps", "5", "--log-every", "1") == 0
     out = capsys.readouterr().out
     lines = [x for x in out.splitlines() if x.startswith("training step")]
     assert [int(LINE.match(x).group(1)) for x in lines] == [1, 2, 3, 4, 5]
@@ -116,7 +116,7 @@ def test_train_logs_checkpoints_and_resumes_exactly(tmp_path, capsys):
     assert state["model"] == "dbof" and state["config"]["cluster_size"] == 64
     assert state["train_config"]["base_learning_rate"] == 0.01  # YT8M default
 
-    assert train(a, "--steps", "11") == 0  # resumes at step 5 (mid-epoch: 3 batches/epoch)
+    assert train(a, "--steps", "11", "--log-every", "1") == 0  # resumes at step 5 (mid-epoch: 3 batches/epoch)
     out = capsys.readouterr().out
     assert "restored" in out and "this run: 6 steps" in out
     assert "Hit@1:" in [x for x in out.splitlines() if x.startswith("training step 10 ")][0]
@@ -145,8 +145,9 @@ def test_no_resume_starts_a_new_model(tmp_path, capsys):
     out = tmp_path / "r"
     assert train(out, "--steps", "4", "--log-every", "0") == 0
     assert train(out, "--steps", "2", "--no-resume", "--log-every", "0") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt-00000002"]
-    assert "removed 1 checkpoint folder" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt-00000002", "selected"]
+    assert [p.name for p in (out / "selected").iterdir()] == ["ckpt-00000002"]
+    assert "removed 2 checkpoint folder" in capsys.readouterr().out  # ckpt-4 and selected/
 
 
 def test_train_errors_name_the_problem(tmp_path, capsys):

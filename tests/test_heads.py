@@ -552,7 +552,9 @@ def test_checkpoint_contents_and_reload(tmp_path):
     train_classifier(model, loader(data), max_steps=4, checkpoint_dir=tmp_path,
                      checkpoint_every_steps=1, keep_checkpoints=2, log=lambda s: None)  # fmt: skip
     kept = sorted(p.name for p in tmp_path.iterdir())
-    assert kept == ["ckpt-00000003", "ckpt-00000004"]
+    # the two newest checkpoints, and the run's chosen weights (here: the final ones)
+    assert kept == ["ckpt-00000003", "ckpt-00000004", "selected"]
+    assert [p.name for p in (tmp_path / "selected").iterdir()] == ["ckpt-00000004"]
     ckpt = tmp_path / "ckpt-00000004"
     assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "optimizer.safetensors",
                                                  "state.json"}  # fmt: skip

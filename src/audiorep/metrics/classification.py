@@ -603,7 +603,8 @@ class ClassificationMetrics:
         no loss was given), ``gap``, ``yt8m_map`` (NaN when no class has positives),
         ``yt8m_num_classes`` (classes with positives); AudioSet (``keep_full``): ``map``,
         ``mauc``, ``d_prime``, ``num_classes``, ``num_skipped_classes``. ``per_class=True``
-        adds arrays ``yt8m_aps`` (C,), ``ap`` (C,), ``auc`` (C,).
+        adds arrays ``yt8m_aps`` (C,), ``num_positives`` (C,) (label sums: positives for
+        0/1 labels), ``ap`` (C,), ``auc`` (C,).
 
         Raises ValueError when nothing was accumulated (as the original).
         """
@@ -625,6 +626,7 @@ class ClassificationMetrics:
         }
         if per_class:
             out["yt8m_aps"] = aps
+            out["num_positives"] = self._positives.copy()
         if self.keep_full:
             p = np.concatenate([f[0] for f in self._full]).astype(np.float64)
             lab = np.concatenate([f[1] for f in self._full]).astype(np.float64)
