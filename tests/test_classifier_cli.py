@@ -116,7 +116,8 @@ def test_train_logs_checkpoints_and_resumes_exactly(tmp_path, capsys):
     assert state["model"] == "dbof" and state["config"]["cluster_size"] == 64
     assert state["train_config"]["base_learning_rate"] == 0.01  # YT8M default
 
-    assert train(a, "--steps", "11", "--log-every", "1") == 0  # resumes at step 5 (mid-epoch: 3 batches/epoch)
+    # resumes at step 5 (mid-epoch: 3 batches/epoch)
+    assert train(a, "--steps", "11", "--log-every", "1") == 0
     out = capsys.readouterr().out
     assert "restored" in out and "this run: 6 steps" in out
     assert "Hit@1:" in [x for x in out.splitlines() if x.startswith("training step 10 ")][0]

@@ -201,9 +201,10 @@ def test_selection_early_stopping_and_log(tmp_path):
     torch.manual_seed(0)
     model = _head()
     lines: list[str] = []
+    info = {"train_class_counts": [1] * 6}
     res = train_classifier(model, train, valid, config=_config(patience=2), num_epochs=30,
                            checkpoint_dir=tmp_path, log=lines.append, log_every=0,
-                           valid_loader=valid, run_info={"train_class_counts": [1] * 6})  # fmt: skip
+                           valid_loader=valid, run_info=info)  # fmt: skip
     epoch_lines = [ln for ln in lines if ln.startswith("epoch ")]
     assert len(epoch_lines) == res.epoch == len(res.history)  # one compact line per epoch
     assert not any(ln.startswith("training step") for ln in lines)

@@ -49,6 +49,7 @@ from audiorep.data.packed import (
     stream_loader,
 )
 from audiorep.heads.tagging import (
+    DEFAULT_TAGGER,
     TagResult,
     classify_quantized,
     load_classifier,
@@ -212,7 +213,8 @@ def _add_train(sub: Any) -> None:
             "on CPU)."
         ),
     )
-    p.add_argument("--model", required=True, choices=sorted(HEADS), help="head to train")
+    trainable = sorted(set(HEADS) - {"ensemble"})  # ensembles come from ensemble-classifier
+    p.add_argument("--model", required=True, choices=trainable, help="head to train")
     p.add_argument(
         "--train",
         required=True,
@@ -697,7 +699,8 @@ def _add_evaluate(sub: Any) -> None:
         "--checkpoint",
         required=True,
         metavar="CKPT",
-        help="a ckpt-<step>/ folder or a training folder (its latest checkpoint)",
+        help="a ckpt-<step>/ folder, a training folder (the weights it selected, else its "
+        f"latest checkpoint), a tagger file or a registry name such as {DEFAULT_TAGGER}",
     )
     p.add_argument("--data", required=True, nargs="+", metavar="PATH", help="shards / folders")
     p.add_argument("--batch-size", type=positive_int, default=1024, help="examples per batch")
@@ -903,9 +906,10 @@ def _add_tag(sub: Any) -> None:
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files, folders or list files")
     p.add_argument(
         "--classifier",
-        required=True,
+        default=DEFAULT_TAGGER,
         metavar="CKPT",
-        help="a train-classifier ckpt-<step>/ folder or training folder",
+        help=f"a train-classifier ckpt-<step>/ or training folder, a tagger file or a registry "
+        f"name (default: {DEFAULT_TAGGER}, the AudioSet tagger shipped with audiorep)",
     )
     p.add_argument(
         "--weights",

@@ -1,4 +1,6 @@
-"""YouTube-8M starter classifier heads adapted to AudioSet, plus their training utilities.
+"""Classifier heads on AudioSet's VGGish frame features: the YouTube-8M starter models adapted
+to AudioSet, attention heads from the AudioSet tagging literature, an MLP and an ensemble,
+plus their training utilities.
 
 Every head is a plain ``nn.Module`` configured by a dataclass (``config`` attribute, JSON round
 trip) with the YouTube-8M defaults adapted to AudioSet: 527 classes, 128-d VGGish features,
@@ -11,23 +13,42 @@ Forward contract (all heads)::
     #             dataset yields them, zero-padded after num_frames (T <= 10 for AudioSet);
     #             frame-level heads L2-normalise each frame (normalize_frames, as train.py)
     # num_frames: (B,) int64
-    # out["predictions"]: (B, 527) probabilities (sigmoid, or the MoE mixture), exactly the
-    #                     original's "predictions"
-    # out["logits"]:      (B, 527) pre-sigmoid scores, only where the output layer is logistic
-    #                     (logistic, frame_logistic; dbof/lstm with classifier="logistic")
+    # out["predictions"]: (B, 527) probabilities (sigmoid, the MoE mixture, an attention-
+    #                     weighted mean); for the YouTube-8M heads exactly the original's
+    # out["logits"]:      (B, 527) with sigmoid(logits) = predictions up to float rounding,
+    #                     for EVERY head (mixtures: log p - log(1 - p) computed in log space)
 
-``head.regularization_loss()`` is the original's L2 penalty (``1e-8 * ||W||^2 / 2`` on the
-logistic / MoE weights). Heads (registry names):
+``head.regularization_loss()`` is the original's L2 penalty for the YouTube-8M heads
+(``1e-8 * ||W||^2 / 2`` on the logistic / MoE weights) and 0 for the attention and MLP heads
+(use weight decay). Heads (registry names):
 
-========================  ============================  ==========================================
-name                      class                         input
-========================  ============================  ==========================================
-``logistic``              :class:`LogisticModel`        mean of the raw frames, L2-normalised
-``moe``                   :class:`MoeModel`             same, mixture of 2 logistic experts
-``frame_logistic``        :class:`FrameLevelLogisticModel`  mean of the normalised frames
-``dbof``                  :class:`DbofModel`            30 sampled frames, 8192 clusters, 1024
-``lstm``                  :class:`LstmModel`            2 x 1024 LSTM, final state
-========================  ============================  ==========================================
+==========================  ==================================  ==================================
+name                        class                               model
+==========================  ==================================  ==================================
+``logistic``                :class:`LogisticModel`              mean of the raw frames,
+                                                                L2-normalised, logistic
+``moe``                     :class:`MoeModel`                   same, mixture of 2 logistic
+                                                                experts
+``frame_logistic``          :class:`FrameLevelLogisticModel`    mean of the normalised frames
+``dbof``                    :class:`DbofModel`                  30 sampled frames, 8192
+                                                                clusters, 1024
+``lstm``                    :class:`LstmModel`                  2 x 1024 LSTM, final state
+``decision_attention``      :class:`DecisionAttentionModel`     3 x 1024 frame MLP, per-class
+                                                                attention over the frames'
+                                                                probabilities (Kong 2018)
+``feature_attention``       :class:`FeatureAttentionModel`      3 x 1024 frame MLP, attention
+                                                                pooling per hidden unit, linear
+                                                                classifier (Kong 2019)
+``multilevel_attention``    :class:`MultiLevelAttentionModel`   decision attention on the last 2
+                                                                of 3 MLP layers, linear fusion
+                                                                of their logits (Yu 2018)
+``mlp``                     :class:`MlpModel`                   mean + max pooling, 2 x 1024 MLP
+``ensemble``                :class:`EnsembleModel`              mean of its members'
+                                                                probabilities
+==========================  ==================================  ==================================
+
+The attention and MLP heads are in :mod:`audiorep.heads.attention` (padded frames masked
+out, input batch norm by default), the ensemble in :mod:`audiorep.heads.ensemble`.
 
 Training: :mod:`audiorep.heads.training` (losses, Adam + decay schedule + per-tensor clipping,
 ``train_classifier`` with exact resume, ``evaluate_classifier``).
@@ -46,6 +67,17 @@ from audiorep.heads._common import (
     l2_normalize,
     masked_mean,
 )
+from audiorep.heads.attention import (
+    DecisionAttentionConfig,
+    DecisionAttentionModel,
+    FeatureAttentionConfig,
+    FeatureAttentionModel,
+    MlpConfig,
+    MlpModel,
+    MultiLevelAttentionConfig,
+    MultiLevelAttentionModel,
+)
+from audiorep.heads.ensemble import EnsembleConfig, EnsembleModel, set_member_builder
 from audiorep.heads.frame_level import (
     DbofConfig,
     DbofModel,
@@ -72,6 +104,11 @@ HEADS: dict[str, type[Head]] = {
     "frame_logistic": FrameLevelLogisticModel,
     "dbof": DbofModel,
     "lstm": LstmModel,
+    "decision_attention": DecisionAttentionModel,
+    "feature_attention": FeatureAttentionModel,
+    "multilevel_attention": MultiLevelAttentionModel,
+    "mlp": MlpModel,
+    "ensemble": EnsembleModel,
 }
 
 # The original's class names (``--model`` values) are accepted too.
@@ -111,6 +148,10 @@ def build_head(
     return cls(cfg)
 
 
+# The ensemble builds its members by registry name (it cannot import this package: a cycle).
+set_member_builder(build_head)
+
+
 __all__ = [
     "FEATURE_SIZE",
     "HEADS",
@@ -118,6 +159,12 @@ __all__ = [
     "NUM_CLASSES",
     "DbofConfig",
     "DbofModel",
+    "DecisionAttentionConfig",
+    "DecisionAttentionModel",
+    "EnsembleConfig",
+    "EnsembleModel",
+    "FeatureAttentionConfig",
+    "FeatureAttentionModel",
     "FrameLevelLogisticConfig",
     "FrameLevelLogisticModel",
     "Head",
@@ -127,9 +174,13 @@ __all__ = [
     "LogisticModel",
     "LstmConfig",
     "LstmModel",
+    "MlpConfig",
+    "MlpModel",
     "MoeClassifier",
     "MoeConfig",
     "MoeModel",
+    "MultiLevelAttentionConfig",
+    "MultiLevelAttentionModel",
     "build_head",
     "head_class",
     "head_config",

@@ -1,6 +1,8 @@
 """Tagging audio with a trained head: load a checkpoint, score VGGish's quantised features.
 
-:func:`load_classifier` reads a ``ckpt-<step>`` folder (or a training directory's latest);
+:func:`load_classifier` reads a ``ckpt-<step>`` folder (or a training directory's selected /
+latest weights), a tagger file written by :func:`export_tagger`, or a registry name such as
+:data:`DEFAULT_TAGGER` (the tagger shipped inside the package);
 :func:`classify_quantized` scores a clip's uint8 PCA features in the 10-frame windows the heads
 were trained on; :func:`tag_file` runs a file through a VGGish bundle and a head.
 """
@@ -20,23 +22,84 @@ import torch
 
 from audiorep.data.packed import WINDOW_FRAMES
 
+#: Registry name of the AudioSet tagger shipped with the package (``audiorep tag``'s default).
+DEFAULT_TAGGER = "audiorep-tagger-audioset"
+#: ``format`` of tagger files (:func:`export_tagger`).
+TAGGER_FORMAT = "audiorep.tagger"
+
+
+def export_tagger(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    *,
+    info: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = torch.float16,
+) -> Path:
+    """Write a trained head as one tagger file (``.safetensors`` + ``.json`` sidecar).
+
+    The safetensors metadata holds the head's registry name and config (what loading needs,
+    covered by the file's sha256); the sidecar repeats them with ``info`` (training data,
+    metrics, class names, attribution). ``dtype``: float16 halves the file; loading returns
+    float32 weights, and the documented metrics must be measured on the exported file.
+    """
+    from audiorep.training.export import save_model_file
+
+    config = {"model": model.name, "head_config": model.config.to_dict()}
+    return save_model_file(
+        path, model.state_dict(), format=TAGGER_FORMAT, config=config, info=info, dtype=dtype
+    )
+
+
+def load_tagger_file(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``(head in eval mode, info)`` of a file written by :func:`export_tagger`.
+
+    Raises:
+        FileNotFoundError / ValueError: missing, or not a tagger file (the message names it).
+    """
+    from audiorep.heads import build_head
+    from audiorep.training.export import load_model_file
+
+    state, info = load_model_file(path, TAGGER_FORMAT)
+    cfg = info["config"]
+    try:
+        model = build_head(cfg["model"], cfg["head_config"])
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: tagger file does not match its head ({exc})") from None
+    return model.to(device).eval(), info
+
 
 def load_classifier(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any], Path]:
-    """Load a head from a ``ckpt-<step>`` folder or a training directory (its latest).
+    """Load a head from a ``ckpt-<step>`` folder, a training directory (the weights it
+    selected, else its latest checkpoint), a tagger file (:func:`export_tagger`) or a
+    registry name of a tagger (e.g. :data:`DEFAULT_TAGGER`, shipped with the package).
 
-    Returns ``(model in eval mode, state.json, the ckpt folder)``.
+    Returns ``(model in eval mode, state (``model``, ``config``, ``step`` ...), the folder or
+    file loaded)``.
 
     Raises:
         FileNotFoundError: no checkpoint there (the message names the path).
         ValueError: a folder that is not an audiorep head checkpoint.
     """
-    from audiorep.heads.training import latest_checkpoint, load_head
+    from audiorep.heads.training import latest_checkpoint, load_head, resolve_checkpoint
+    from audiorep.weights.registry import REGISTRY
 
     p = Path(path)
+    if not p.exists() and str(path) in REGISTRY:
+        from audiorep.weights.download import fetch
+
+        p = fetch(str(path))
+    if p.is_file():
+        model, info = load_tagger_file(p, device)
+        state = {**info, "model": model.name, "config": model.config.to_dict(), "step": None}
+        return model, state, p
     if not p.exists():
         raise FileNotFoundError(f"no such checkpoint: {p}")
+    p = resolve_checkpoint(p)
     if not (p / "state.json").is_file():
         latest = latest_checkpoint(p)
         if latest is None:
@@ -180,4 +243,14 @@ def tag_file(
     )
 
 
-__all__ = ["TagResult", "classify_quantized", "load_classifier", "tag_file", "top_classes"]
+__all__ = [
+    "DEFAULT_TAGGER",
+    "TAGGER_FORMAT",
+    "TagResult",
+    "classify_quantized",
+    "export_tagger",
+    "load_classifier",
+    "load_tagger_file",
+    "tag_file",
+    "top_classes",
+]

@@ -9,7 +9,8 @@ per-example SUM over classes (so values scale with C ~ 527):
 * :func:`softmax_loss`: labels L1-normalised per row (denominator ``max(sum y, 1e-7)``),
   ``-sum y_hat log softmax(p)`` - softmax of whatever the model outputs (probabilities here).
 * :func:`bce_with_logits_loss`: the numerically sound alternative on ``outputs["logits"]``
-  (same scale as cross-entropy; needs a head with a logistic output layer).
+  (same scale as cross-entropy; every head returns logits, the MoE and attention mixtures as
+  their stable ``log p - log(1 - p)``).
 
 Optimisation (``train.py`` defaults, :class:`TrainConfig`): Adam (0.9, 0.999, 1e-8), base
 learning rate 0.01 decayed by 0.95 every 4,000,000 examples (staircase), every gradient tensor
@@ -169,7 +170,7 @@ def label_loss(
         return softmax_loss(outputs["predictions"], labels, reduction=reduction)
     if name == "bce_logits":
         if "logits" not in outputs:
-            raise ValueError("bce_logits needs a head that returns 'logits' (logistic output)")
+            raise ValueError("bce_logits needs a head that returns 'logits'")
         return bce_with_logits_loss(outputs["logits"], labels, reduction=reduction)
     raise ValueError(f"unknown label loss {name!r}; choose from {LABEL_LOSSES}")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from audiorep.heads._common import (
@@ -61,11 +62,18 @@ class LogisticClassifier(nn.Module):
 class MoeClassifier(nn.Module):
     """Mixture of ``M`` logistic experts per class plus a dummy expert that always says 0.
 
-    ``(B, D) -> {"predictions": (B, C)}``. Gate logits ``x W_g`` (no bias) ``(B, C*(M+1))``
-    are read class-major (class c owns columns ``c*(M+1) ... c*(M+1)+M``), softmaxed over the
-    M+1 gates; expert probabilities ``sigmoid(x W_e + b_e)`` ``(B, C*M)``, class c owns
-    columns ``c*M ... c*M+M-1``; ``p_c = sum_{m<M} gate_{c,m} * expert_{c,m}``. There are no
-    logits: the output is a probability mixture. L2 ``l2 * ||W||^2 / 2`` on both weights.
+    ``(B, D) -> {"predictions", "logits"}`` each ``(B, C)``. Gate logits ``x W_g`` (no bias)
+    ``(B, C*(M+1))`` are read class-major (class c owns columns ``c*(M+1) ... c*(M+1)+M``),
+    softmaxed over the M+1 gates; expert probabilities ``sigmoid(x W_e + b_e)`` ``(B, C*M)``,
+    class c owns columns ``c*M ... c*M+M-1``; ``p_c = sum_{m<M} gate_{c,m} * expert_{c,m}``
+    (the original's "predictions", computed exactly as before).
+
+    ``logits = log p - log(1 - p)`` computed in log space, never as ``log`` of a rounded
+    ``p``: ``log p = logsumexp_m(log gate_m + logsigmoid(z_m))`` over the M real experts and
+    ``log(1 - p) = logsumexp(log gate_m + logsigmoid(-z_m), log gate_dummy)`` (the dummy
+    expert's ``1 - p`` is 1), so they stay finite where ``p`` rounds to 0 or 1 and
+    ``sigmoid(logits) = predictions`` up to float rounding. L2 ``l2 * ||W||^2 / 2`` on both
+    weights.
     """
 
     def __init__(
@@ -85,10 +93,19 @@ class MoeClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b, m = x.shape[0], self.num_mixtures
-        gates = torch.softmax(self.gates(x).view(b, self.num_classes, m + 1), dim=-1)
-        experts = torch.sigmoid(self.experts(x).view(b, self.num_classes, m))
+        gate_logits = self.gates(x).view(b, self.num_classes, m + 1)
+        expert_logits = self.experts(x).view(b, self.num_classes, m)
+        gates = torch.softmax(gate_logits, dim=-1)
+        experts = torch.sigmoid(expert_logits)
         # The (M+1)-th gate belongs to the dummy expert (probability 0): it only takes mass.
-        return {"predictions": (gates[..., :m] * experts).sum(dim=-1)}
+        predictions = (gates[..., :m] * experts).sum(dim=-1)
+        log_gates = torch.log_softmax(gate_logits, dim=-1)
+        log_p = torch.logsumexp(log_gates[..., :m] + F.logsigmoid(expert_logits), dim=-1)
+        log_q = torch.logsumexp(
+            torch.cat([log_gates[..., :m] + F.logsigmoid(-expert_logits), log_gates[..., m:]], -1),
+            dim=-1,
+        )
+        return {"predictions": predictions, "logits": log_p - log_q}
 
     def regularization_loss(self) -> torch.Tensor:
         return l2_penalty([self.gates.weight, self.experts.weight], self.l2)
@@ -127,7 +144,7 @@ class _VideoLevel(Head):
 
     def forward(self, frames: torch.Tensor, num_frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """``frames (B, T, D)`` float32, ``num_frames (B,)`` int64 -> ``{"predictions": (B, C)
-        probabilities}`` (+ ``"logits"`` (B, C) for the logistic head)."""
+        probabilities, "logits": (B, C)}``."""
         check_inputs(frames, num_frames, self.config.feature_size)
         pooled = masked_mean(frames, num_frames)
         if self.config.normalize_pooled:
@@ -158,7 +175,8 @@ class LogisticModel(_VideoLevel):
 class MoeModel(_VideoLevel):
     """Mixture of logistic experts on the mean-pooled (then L2-normalised) frames.
 
-    Output: ``predictions`` ``(B, C)`` probabilities (no logits; see :class:`MoeClassifier`).
+    Output: ``predictions`` ``(B, C)`` probabilities and their stable ``logits`` (see
+    :class:`MoeClassifier`).
     """
 
     name = "moe"
