@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         runs: list[Path] = []
         for head in heads:
-            for seed in (0, *ENSEMBLE_SEEDS.get(head, ())):
+            extra = () if args.no_ensemble else ENSEMBLE_SEEDS.get(head, ())
+            for seed in (0, *extra):
                 out = args.out / (head if seed == 0 else f"{head}_seed{seed}")
                 if args.retrain or not (out / "run.json").is_file():
                     cmd = train_command(head, args.data, out, seed, args.threads)

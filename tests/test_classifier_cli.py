@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 import shutil
 from importlib.resources import files
@@ -298,4 +297,6 @@ def test_checkpoint_folder_or_training_folder(trained):
     copy = trained.parent / "copy_ckpt"
     shutil.copytree(p1, copy)
     _, s3, _ = load_classifier(copy)
-    assert s3["step"] == 6 and math.isfinite(float(s3["trainer"]["examples_seen"]))
+    # a training folder resolves to the weights the run selected (here: its final ones)
+    assert p1.parent.name == "selected" and s3["step"] == 6
+    assert s3["selection"]["step"] == 6 and s3["selection"]["valid_metrics"] is None

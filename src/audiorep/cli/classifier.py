@@ -415,7 +415,7 @@ _TRAIN_FLAGS = {
     "select_metric": "select_metric",
 }
 #: Recipe keys that are not TrainConfig fields (the command's own settings).
-_RUN_KEYS = ("batch_size", "epochs", "valid_fraction", "warmup_epochs")
+_RUN_KEYS = ("batch_size", "epochs", "valid_fraction", "warmup_epochs", "head_config")
 
 
 def _resolve_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -439,6 +439,7 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
         run["epochs"] = None
     run.setdefault("valid_fraction", 0.0)
     run.setdefault("warmup_epochs", 0.0)
+    run.setdefault("head_config", {})
     return chosen, run
 
 
@@ -482,7 +483,7 @@ def _split_validation(
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from audiorep.heads import build_head
+    from audiorep.heads import build_head, head_config
     from audiorep.heads.training import TrainConfig, evaluate_classifier, train_classifier
 
     if args.threads:
@@ -492,8 +493,10 @@ def _run_train(args: argparse.Namespace) -> int:
             raise CommandError(f"--{flag} must be >= 1")
     train_src = _check_sources(args.train, "--train")
     eval_src = _check_sources(args.eval, "--eval") if args.eval else None
-    overrides = _parse_overrides(args.overrides)
     train_overrides, run = _resolve_settings(args)
+    fields = head_config(args.model).to_dict()
+    recipe_head = {k: v for k, v in run["head_config"].items() if k in fields}
+    overrides = {**recipe_head, **_parse_overrides(args.overrides)}
     batch_size, fraction = int(run["batch_size"]), float(run["valid_fraction"])
     if fraction and args.stream:
         raise CommandError("--valid-fraction needs the split in memory (drop --stream)")

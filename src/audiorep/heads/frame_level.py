@@ -92,6 +92,7 @@ class FrameLevelLogisticConfig(HeadConfig):
 
     l2_penalty: float = 1e-8
     normalize_frames: bool = True  # train.py L2-normalises every frame
+    output_bias_init: float = 0.0  # classifier bias at init (0: the original; see video_level)
 
 
 class FrameLevelLogisticModel(Head):
@@ -110,7 +111,7 @@ class FrameLevelLogisticModel(Head):
         config = config or FrameLevelLogisticConfig()
         super().__init__(config)
         self.classifier = LogisticClassifier(
-            config.feature_size, config.num_classes, config.l2_penalty
+            config.feature_size, config.num_classes, config.l2_penalty, config.output_bias_init
         )
 
     def forward(self, frames: torch.Tensor, num_frames: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -157,6 +158,15 @@ class DbofConfig(HeadConfig):
             ``B * iterations`` rows - the same function and gradients up to float rounding,
             ``iterations / T`` times less work (3x for AudioSet). Used only when
             ``T <= iterations``.
+        fused_max_pool: with ``pooling_method="max"``, compute the pooled cluster layer
+            without materialising the ``(B, R, cluster_size)`` activations (see
+            :meth:`DbofModel._max_pooled_clusters`): the cluster batch-norm statistics come
+            from the ``D x D`` covariance of the cluster layer's input, and because batch
+            norm is a per-unit affine map and the activation is non-decreasing, the max over
+            frames of ``act(bn(a))`` is ``act(bn(.))`` of the max (or, for a negative
+            batch-norm scale, the min) of the pre-activations ``a``, taken chunk by chunk.
+            The same function and gradients up to float rounding (and the choice among
+            exactly tied frames); False = the plain layer-by-layer computation.
         normalize_frames: L2-normalise every frame first (train.py does it for all
             frame-level models).
     """
@@ -176,10 +186,84 @@ class DbofConfig(HeadConfig):
     eval_sampling: str = "seeded"
     eval_seed: int = 0
     fold_samples: bool = True
+    fused_max_pool: bool = True
     normalize_frames: bool = True  # train.py L2-normalises every frame
+    output_bias_init: float = 0.0  # classifier bias at init (0: the original; see video_level)
 
 
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu6": F.relu6}
+
+# The fused max pool computes the cluster pre-activations in chunks of about this many float32
+# values (16 MiB): a chunk is written, reduced and dropped while it is still in the last-level
+# cache, instead of a fresh (B * R, cluster_size) tensor per operation (at batch 1024 each one
+# is 335 MB, and most of the plain path's time goes into page-faulting such tensors in).
+_CHUNK_VALUES = 1 << 22
+
+
+class _MaxOfProjection(torch.autograd.Function):
+    """``values[b, s] = max_r x[b, r] @ w[:, s]`` over the rows ``r`` with ``unused[b, r]``
+    False: ``x (B, R, D)``, ``w (D, S)``, ``unused (B, R)`` bool or None (every row counts;
+    each b needs at least one counted row) -> ``(B, S)``.
+
+    Forward and backward run over chunks of b, never holding the ``(B, R, S)`` products. The
+    backward sends ``grad[b, s]`` to the selected row (the first maximum, as
+    ``Tensor.max(dim)``): per chunk it rebuilds that one-hot ``(c, R, S)`` gradient and
+    multiplies it into ``grad_x = g @ w.T`` and ``grad_w += x.T @ g``; only the ``(B, S)``
+    indices are kept between the passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, unused: torch.Tensor | None):
+        b, r, d = x.shape
+        s = w.shape[1]
+        chunk = max(1, _CHUNK_VALUES // (r * s))
+        values = x.new_empty(b, s)
+        index = torch.empty(b, s, dtype=torch.int64, device=x.device)
+        buf = x.new_empty(min(chunk, b) * r, s)
+        count = x.new_empty(min(chunk, b), s)
+        # -inf on the rows not to pool (an add, much cheaper than masked_fill on CPU)
+        bias = None if unused is None else torch.zeros_like(unused, dtype=x.dtype)
+        if bias is not None:
+            bias.masked_fill_(unused, -math.inf)
+        for i in range(0, b, chunk):
+            c = min(chunk, b - i)
+            a = torch.mm(x[i : i + c].reshape(c * r, d), w, out=buf[: c * r]).view(c, r, s)
+            if bias is not None:
+                a.add_(bias[i : i + c, :, None])
+            # Running maxima in place (a[:, t] = max over rows <= t); the last is the max, and
+            # the index of the first maximum = how many running maxima stay below it. Only
+            # float elementwise ops and reductions: Tensor.max(dim) / argmax over the middle
+            # axis, and ops with bool outputs, are 5-25x slower on CPU.
+            for t in range(1, r):
+                torch.maximum(a[:, t - 1], a[:, t], out=a[:, t])
+            v = values[i : i + c]
+            v.copy_(a[:, r - 1])
+            torch.sum(torch.lt(a, v[:, None, :], out=a), dim=1, out=count[:c])
+            index[i : i + c].copy_(count[:c])
+        ctx.save_for_backward(x, w, index)
+        return values
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, w, index = ctx.saved_tensors
+        b, r, d = x.shape
+        s = w.shape[1]
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad = grad.contiguous()
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(w) if need_w else None
+        chunk = max(1, _CHUNK_VALUES // (r * s))
+        buf = x.new_empty(min(chunk, b) * r, s)
+        for i in range(0, b, chunk):
+            c = min(chunk, b - i)
+            g = buf[: c * r].view(c, r, s).zero_()
+            g.scatter_(1, index[i : i + c, None, :], grad[i : i + c, None, :])
+            g = g.view(c * r, s)
+            if need_w:
+                grad_w.addmm_(x[i : i + c].reshape(c * r, d).t(), g)
+            if need_x:
+                torch.mm(g, w.t(), out=grad_x[i : i + c].view(c * r, d))
+        return grad_x, grad_w, None
 
 
 class DbofModel(Head):
@@ -188,7 +272,10 @@ class DbofModel(Head):
     Forward: sample ``K = iterations`` frame indices per video -> ``(B*K, D)`` ->
     BN("input_bn") -> ``x @ cluster_weights (D, S)`` (init N(0, 1/sqrt(D))) -> BN("cluster_bn")
     -> activation -> ``(B, K, S)`` -> max / average over K -> ``@ hidden1_weights (S, H)``
-    (init N(0, 1/sqrt(S))) -> BN("hidden1_bn") -> activation -> classifier.
+    (init N(0, 1/sqrt(S))) -> BN("hidden1_bn") -> activation -> classifier. By default the
+    sampled frames are folded (``fold_samples``) and the cluster layer, its batch norm, the
+    activation and the max pool run fused (``fused_max_pool``): the same function, at the
+    cost of the matrix products alone (``benchmarks/bench_heads.py``).
 
     Randomness: training draws indices from the global torch RNG (seed with
     ``torch.manual_seed``; the trainer checkpoints it). Output: ``predictions (B, C)`` (+
@@ -225,8 +312,9 @@ class DbofModel(Head):
             self.cluster_biases = nn.Parameter(torch.randn(s) / math.sqrt(d))
             self.hidden1_biases = nn.Parameter(torch.randn(h) * 0.01)
         self.classifier = make_classifier(
-            config.classifier, h, config.num_classes, config.num_mixtures, config.l2_penalty
-        )
+            config.classifier, h, config.num_classes, config.num_mixtures, config.l2_penalty,
+            config.output_bias_init,
+        )  # fmt: skip
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -258,12 +346,38 @@ class DbofModel(Head):
         mean = wf @ flat
         centered = flat - mean
         var = wf @ centered.square()  # biased, used to normalise
+        self._update_running(bn, mean, var, n)
+        return torch.addcmul(bn.bias, centered, bn.weight * torch.rsqrt(var + bn.eps)).view_as(x)
+
+    @staticmethod
+    def _update_running(bn: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        """Moving averages as ``nn.BatchNorm1d``: the biased batch ``var`` of ``n`` sampled
+        rows enters unbiased (``x n / (n - 1)``)."""
         with torch.no_grad():
             unbiased = var * (n / max(n - 1, 1))
             bn.running_mean.mul_(1.0 - bn.momentum).add_(mean.detach(), alpha=bn.momentum)
             bn.running_var.mul_(1.0 - bn.momentum).add_(unbiased.detach(), alpha=bn.momentum)
             bn.num_batches_tracked.add_(1)
-        return torch.addcmul(bn.bias, centered, bn.weight * torch.rsqrt(var + bn.eps)).view_as(x)
+
+    @staticmethod
+    def _projected_stats(
+        x: torch.Tensor, w: torch.Tensor | None, proj: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted mean and biased variance over the rows of ``x @ proj`` without forming it:
+        ``mean = xbar @ proj``, ``var_s = proj[:, s] . (cov @ proj[:, s])`` with ``xbar`` and
+        ``cov (D, D)`` the weighted mean and covariance of the rows of ``x (..., D)``. ``w``:
+        the rows' weights (same leading shape, summing to 1); None = uniform. -> ``(S,)``
+        twice."""
+        flat = x.reshape(-1, x.shape[-1])
+        if w is None:
+            wf = flat.new_full((flat.shape[0],), 1.0 / flat.shape[0])
+        else:
+            wf = w.reshape(-1)
+        xbar = wf @ flat
+        centered = flat - xbar
+        cov = (centered * wf[:, None]).t() @ centered
+        var = ((cov @ proj) * proj).sum(dim=0).clamp(min=0.0)  # >= 0 up to rounding
+        return xbar @ proj, var
 
     # -- forward ----------------------------------------------------------------------------
 
@@ -302,27 +416,61 @@ class DbofModel(Head):
         cfg = self.config
         if cfg.add_batch_norm:
             x = self._bn(self.input_bn, x, bn_weights, n)
-        a = x @ self.cluster_weights  # (B, R, S)
-        if cfg.add_batch_norm:
-            a = self._bn(self.cluster_bn, a, bn_weights, n)
+        if cfg.pooling_method == "max" and cfg.fused_max_pool:
+            pooled = self._max_pooled_clusters(x, counts, bn_weights, n)
         else:
-            a = a + self.cluster_biases
-        a = self.act(a)
-        if cfg.pooling_method == "max":
-            unused = counts == 0
-            if bool(unused.any()):
-                a = a.masked_fill(unused[..., None], -math.inf)
-            # max (one index per feature) has a cheaper backward than amax (spreads over ties);
-            # ties here are duplicate rows or saturated units, where either is a valid gradient.
-            pooled = a.max(dim=1).values
-        else:
-            pooled = torch.einsum("brs,br->bs", a, counts) / counts.sum(dim=1, keepdim=True)
+            a = x @ self.cluster_weights  # (B, R, S)
+            if cfg.add_batch_norm:
+                a = self._bn(self.cluster_bn, a, bn_weights, n)
+            else:
+                a = a + self.cluster_biases
+            a = self.act(a)
+            if cfg.pooling_method == "max":
+                unused = counts == 0
+                if bool(unused.any()):
+                    a = a.masked_fill(unused[..., None], -math.inf)
+                # max (one index per feature) has a cheaper backward than amax (spreads over
+                # ties); ties here are duplicate rows or saturated units, where either is a
+                # valid gradient.
+                pooled = a.max(dim=1).values
+            else:
+                pooled = torch.einsum("brs,br->bs", a, counts) / counts.sum(dim=1, keepdim=True)
         h = pooled @ self.hidden1_weights
         if cfg.add_batch_norm:
             h = self.hidden1_bn(h)
         else:
             h = h + self.hidden1_biases
         return self.classifier(self.act(h))
+
+    def _max_pooled_clusters(
+        self, x: torch.Tensor, counts: torch.Tensor, bn_weights: torch.Tensor | None, n: int
+    ) -> torch.Tensor:
+        """``max_r act(cluster_bn(x[b, r] @ cluster_weights))`` over the rows with
+        ``counts[b, r] > 0`` (``fused_max_pool``): ``x (B, R, D)`` (after the input batch
+        norm) -> ``(B, S)``, without the ``(B, R, S)`` activations.
+
+        Batch norm maps unit s to ``shift_s + scale_s * a`` and ``act`` is non-decreasing,
+        so the max over rows of ``act(bn(a))`` is ``act(shift_s + scale_s * m)`` with ``m``
+        the max of ``a`` over the rows (the min where ``scale_s < 0``: the max of ``-a``). The
+        training-mode statistics of ``a`` come from the input's covariance
+        (:meth:`_projected_stats`)."""
+        cfg = self.config
+        unused = counts == 0
+        mask = unused if bool(unused.any()) else None
+        if not cfg.add_batch_norm:
+            top = _MaxOfProjection.apply(x, self.cluster_weights, mask)
+            return self.act(top + self.cluster_biases)
+        bn = self.cluster_bn
+        if self.training:
+            mean, var = self._projected_stats(x, bn_weights, self.cluster_weights)
+            self._update_running(bn, mean, var, n)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = bn.weight * torch.rsqrt(var + bn.eps)
+        shift = bn.bias - mean * scale
+        sign = torch.where(scale.detach() < 0, -1.0, 1.0)  # order-reversing units pool -a
+        top = _MaxOfProjection.apply(x, self.cluster_weights * sign, mask)  # sign * chosen a
+        return self.act(torch.addcmul(shift, top, scale * sign))
 
     def regularization_loss(self) -> torch.Tensor:
         return self.classifier.regularization_loss()
@@ -346,6 +494,7 @@ class LstmConfig(HeadConfig):
     num_mixtures: int = 2
     l2_penalty: float = 1e-8
     normalize_frames: bool = True  # train.py L2-normalises every frame
+    output_bias_init: float = 0.0  # classifier bias at init (0: the original; see video_level)
 
 
 class LstmModel(Head):
@@ -386,8 +535,9 @@ class LstmModel(Head):
                 bias_hh[hsz : 2 * hsz] = config.forget_bias  # PyTorch order i, f, g, o
             bias_hh.requires_grad_(False)
         self.classifier = make_classifier(
-            config.classifier, hsz, config.num_classes, config.num_mixtures, config.l2_penalty
-        )
+            config.classifier, hsz, config.num_classes, config.num_mixtures, config.l2_penalty,
+            config.output_bias_init,
+        )  # fmt: skip
 
     def forward(self, frames: torch.Tensor, num_frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """``frames (B, T, D)``, ``num_frames (B,)`` -> ``{"predictions": (B, C)}``."""

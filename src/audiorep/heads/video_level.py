@@ -28,7 +28,14 @@ from audiorep.heads._common import (
     masked_mean,
 )
 
+#: Config field of every head's output-bias initialisation. Why it matters: starting at
+#: p = 0.5 (bias 0) costs ~365 nats per clip over 527 classes; the first huge gradients fill
+#: Adam's second-moment estimates, which then shrink every later step for ~1/(1 - beta2) =
+#: 1,000 steps - fatal for the LSTM on bal_train (docs/results.md). -5 ~ AudioSet's label rate.
+OUTPUT_BIAS_FIELD = "output_bias_init"
+
 __all__ = [
+    "OUTPUT_BIAS_FIELD",
     "LogisticClassifier",
     "LogisticConfig",
     "LogisticModel",
@@ -41,15 +48,18 @@ __all__ = [
 class LogisticClassifier(nn.Module):
     """``p = sigmoid(x W + b)``: ``(B, D) -> {"predictions", "logits"}`` each ``(B, C)``.
 
-    W: Glorot uniform, b: 0 (slim ``fully_connected`` defaults); L2 ``l2 * ||W||^2 / 2``.
+    W: Glorot uniform, b: ``bias_init`` (0 = slim ``fully_connected``'s default); L2
+    ``l2 * ||W||^2 / 2``.
     """
 
-    def __init__(self, in_features: int, num_classes: int, l2: float = 1e-8) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, l2: float = 1e-8, bias_init: float = 0.0
+    ) -> None:
         super().__init__()
         self.l2 = l2
         self.fc = nn.Linear(in_features, num_classes)
         glorot_uniform_(self.fc.weight, in_features, num_classes)
-        nn.init.zeros_(self.fc.bias)
+        nn.init.constant_(self.fc.bias, bias_init)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.fc(x)
@@ -73,11 +83,16 @@ class MoeClassifier(nn.Module):
     ``log(1 - p) = logsumexp(log gate_m + logsigmoid(-z_m), log gate_dummy)`` (the dummy
     expert's ``1 - p`` is 1), so they stay finite where ``p`` rounds to 0 or 1 and
     ``sigmoid(logits) = predictions`` up to float rounding. L2 ``l2 * ||W||^2 / 2`` on both
-    weights.
+    weights. The experts' biases start at ``bias_init`` (0 = the original).
     """
 
     def __init__(
-        self, in_features: int, num_classes: int, num_mixtures: int = 2, l2: float = 1e-8
+        self,
+        in_features: int,
+        num_classes: int,
+        num_mixtures: int = 2,
+        l2: float = 1e-8,
+        bias_init: float = 0.0,
     ) -> None:
         super().__init__()
         if num_mixtures < 1:
@@ -89,21 +104,23 @@ class MoeClassifier(nn.Module):
         self.experts = nn.Linear(in_features, num_classes * num_mixtures)
         glorot_uniform_(self.gates.weight, in_features, num_classes * (num_mixtures + 1))
         glorot_uniform_(self.experts.weight, in_features, num_classes * num_mixtures)
-        nn.init.zeros_(self.experts.bias)
+        nn.init.constant_(self.experts.bias, bias_init)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b, m = x.shape[0], self.num_mixtures
-        gate_logits = self.gates(x).view(b, self.num_classes, m + 1)
-        expert_logits = self.experts(x).view(b, self.num_classes, m)
-        gates = torch.softmax(gate_logits, dim=-1)
+        # Mixture axis first, classes last: a softmax over a short middle axis of a
+        # (B, M+1, C) tensor is several times faster on CPU than over a last axis of size 3.
+        gate_logits = self.gates(x).view(b, self.num_classes, m + 1).transpose(1, 2).contiguous()
+        expert_logits = self.experts(x).view(b, self.num_classes, m).transpose(1, 2)
+        log_gates = torch.log_softmax(gate_logits, dim=1)
+        gates = torch.softmax(gate_logits, dim=1)
         experts = torch.sigmoid(expert_logits)
         # The (M+1)-th gate belongs to the dummy expert (probability 0): it only takes mass.
-        predictions = (gates[..., :m] * experts).sum(dim=-1)
-        log_gates = torch.log_softmax(gate_logits, dim=-1)
-        log_p = torch.logsumexp(log_gates[..., :m] + F.logsigmoid(expert_logits), dim=-1)
+        predictions = (gates[:, :m] * experts).sum(dim=1)
+        log_p = torch.logsumexp(log_gates[:, :m] + F.logsigmoid(expert_logits), dim=1)
         log_q = torch.logsumexp(
-            torch.cat([log_gates[..., :m] + F.logsigmoid(-expert_logits), log_gates[..., m:]], -1),
-            dim=-1,
+            torch.cat([log_gates[:, :m] + F.logsigmoid(-expert_logits), log_gates[:, m:]], 1),
+            dim=1,
         )
         return {"predictions": predictions, "logits": log_p - log_q}
 
@@ -112,31 +129,41 @@ class MoeClassifier(nn.Module):
 
 
 def make_classifier(
-    kind: str, in_features: int, num_classes: int, num_mixtures: int, l2: float
+    kind: str,
+    in_features: int,
+    num_classes: int,
+    num_mixtures: int,
+    l2: float,
+    bias_init: float = 0.0,
 ) -> nn.Module:
     """The ``video_level_classifier_model`` of the frame-level heads: "moe" or "logistic"."""
     if kind == "moe":
-        return MoeClassifier(in_features, num_classes, num_mixtures, l2)
+        return MoeClassifier(in_features, num_classes, num_mixtures, l2, bias_init)
     if kind == "logistic":
-        return LogisticClassifier(in_features, num_classes, l2)
+        return LogisticClassifier(in_features, num_classes, l2, bias_init)
     raise ValueError(f"classifier must be 'moe' or 'logistic', got {kind!r}")
 
 
 @dataclasses.dataclass
 class LogisticConfig(HeadConfig):
-    """LogisticModel. ``l2_penalty`` 1e-8 (the original's default)."""
+    """LogisticModel. ``l2_penalty`` 1e-8 (the original's default). ``output_bias_init``: the
+    output bias at initialisation (0 = the original; -5 ~ AudioSet's label rate, see
+    :data:`OUTPUT_BIAS_FIELD`)."""
 
     l2_penalty: float = 1e-8
     normalize_pooled: bool = True  # train.py L2-normalises video-level features
+    output_bias_init: float = 0.0
 
 
 @dataclasses.dataclass
 class MoeConfig(HeadConfig):
-    """MoeModel. ``num_mixtures`` 2 (``--moe_num_mixtures``), ``l2_penalty`` 1e-8."""
+    """MoeModel. ``num_mixtures`` 2 (``--moe_num_mixtures``), ``l2_penalty`` 1e-8,
+    ``output_bias_init`` of the experts (0 = the original)."""
 
     num_mixtures: int = 2
     l2_penalty: float = 1e-8
     normalize_pooled: bool = True
+    output_bias_init: float = 0.0
 
 
 class _VideoLevel(Head):
@@ -168,7 +195,7 @@ class LogisticModel(_VideoLevel):
         config = config or LogisticConfig()
         super().__init__(config)
         self.classifier = LogisticClassifier(
-            config.feature_size, config.num_classes, config.l2_penalty
+            config.feature_size, config.num_classes, config.l2_penalty, config.output_bias_init
         )
 
 
@@ -186,5 +213,9 @@ class MoeModel(_VideoLevel):
         config = config or MoeConfig()
         super().__init__(config)
         self.classifier = MoeClassifier(
-            config.feature_size, config.num_classes, config.num_mixtures, config.l2_penalty
+            config.feature_size,
+            config.num_classes,
+            config.num_mixtures,
+            config.l2_penalty,
+            config.output_bias_init,
         )
