@@ -45,7 +45,7 @@ HEADS = (
     "multilevel_attention",
 )
 #: Extra seeds trained for the ensemble (the heads' own runs use seed 0).
-ENSEMBLE_SEEDS = {"feature_attention": (1, 2), "multilevel_attention": (1,)}
+ENSEMBLE_SEEDS = {"mlp": (1, 2)}
 
 
 def _log(line: str) -> None:

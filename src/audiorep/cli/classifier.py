@@ -447,20 +447,11 @@ def _split_validation(
     data: PackedAudioSet, fraction: float, seed: int, out: Path, resume: bool
 ) -> tuple[PackedAudioSet, PackedAudioSet, dict[str, Any]]:
     """Carve the stratified validation split; write / check ``OUT/split.json``."""
-    from audiorep.data.splits import stratified_split
+    from audiorep.data.splits import validation_split
 
     if not 0.0 < fraction < 1.0:
         raise CommandError(f"--valid-fraction must be in (0, 1), got {fraction}")
-    kept, held = stratified_split(data.label_lists(), fraction, seed)
-    valid_ids = [[data.video_ids[i], float(data.start_times[i])] for i in held.tolist()]
-    record = {
-        "method": "iterative stratification (Sechidis et al. 2011)",
-        "fraction": fraction,
-        "seed": seed,
-        "num_train": len(kept),
-        "num_valid": len(held),
-        "valid_segments": valid_ids,
-    }
+    train, valid, record = validation_split(data, fraction, seed)
     path = out / "split.json"
     if resume and path.is_file():
         try:
@@ -479,7 +470,7 @@ def _split_validation(
         tmp.write_text(json.dumps(record))
         tmp.replace(path)
     summary = {k: v for k, v in record.items() if k != "valid_segments"}
-    return data.subset(kept), data.subset(held), summary
+    return train, valid, summary
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -1092,12 +1083,12 @@ def _validation_of(runs: Sequence[str], data: PackedAudioSet) -> PackedAudioSet:
             ) from None
     if any(r != records[0] for r in records[1:]):
         raise CommandError("the runs were validated on different splits (--valid-fraction/-seed)")
-    where = {(v, float(t)): i for i, (v, t) in enumerate(zip(data.video_ids, data.start_times))}
+    from audiorep.data.splits import subset_of_record
+
     try:
-        index = [where[(v, float(t))] for v, t in records[0]["valid_segments"]]
+        return subset_of_record(data, records[0])
     except KeyError as exc:
-        raise CommandError(f"validation segment {exc} is not in --train") from None
-    return data.subset(index)
+        raise CommandError(f"--train: {exc.args[0]}") from None
 
 
 def _run_ensemble(args: argparse.Namespace) -> int:

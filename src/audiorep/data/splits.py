@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["stratified_split"]
+from audiorep.data.packed import PackedAudioSet
+
+__all__ = ["stratified_split", "subset_of_record", "validation_split"]
 
 
 def stratified_split(
@@ -79,3 +81,36 @@ def stratified_split(
     if kept.size == 0 or held.size == 0:
         raise ValueError(f"fraction {fraction} of {n} examples leaves an empty subset")
     return kept.astype(np.int64), held.astype(np.int64)
+
+
+def validation_split(
+    data: PackedAudioSet, fraction: float, seed: int = 0
+) -> tuple[PackedAudioSet, PackedAudioSet, dict]:
+    """``(train, valid, record)``: :func:`stratified_split` of a packed split; ``record`` is
+    JSON (method, fraction, seed, sizes and the held-out ``[video_id, start_time]`` pairs) for
+    a run to save and for :func:`subset_of_record` to rebuild the same validation set."""
+    kept, held = stratified_split(data.label_lists(), fraction, seed)
+    record = {
+        "method": "iterative stratification (Sechidis et al. 2011)",
+        "fraction": fraction,
+        "seed": seed,
+        "num_train": len(kept),
+        "num_valid": len(held),
+        "valid_segments": [[data.video_ids[i], float(data.start_times[i])] for i in held.tolist()],
+    }
+    return data.subset(kept), data.subset(held), record
+
+
+def subset_of_record(data: PackedAudioSet, record: dict) -> PackedAudioSet:
+    """The held-out segments of a :func:`validation_split` record, taken from ``data``.
+
+    Raises:
+        KeyError: a recorded segment is not in ``data`` (another training set).
+    """
+    where = {(v, float(t)): i for i, (v, t) in enumerate(zip(data.video_ids, data.start_times))}
+    index = []
+    for v, t in record["valid_segments"]:
+        if (v, float(t)) not in where:
+            raise KeyError(f"validation segment {v} at {t} s is not in {data.source or 'the data'}")
+        index.append(where[(v, float(t))])
+    return data.subset(index)
