@@ -500,7 +500,10 @@ def train_classifier(
             "rng": rng_state(),
             "rng_epoch_start": epoch_start,
             "selection": tracker.to_dict(),
-            "history": history,
+            # without the timings: a resumed run must write the same checkpoints
+            "history": [
+                {k: v for k, v in h.items() if k != "examples_per_second"} for h in history
+            ],  # fmt: skip
             "epoch_loss": [loss_sum, loss_count],  # the epoch's mean loss survives a resume
         }
         path = save_checkpoint(
