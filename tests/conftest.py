@@ -194,3 +194,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in NUMERIC_FILES:
             item.add_marker(pytest.mark.numeric)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Many tiny ops: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from audiorep.cli import main
 from audiorep.data.packed import PackedAudioSet
@@ -14,13 +13,7 @@ from audiorep.data.splits import subset_of_record
 from audiorep.heads.tagging import load_classifier
 from test_heads_report import write_shard
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

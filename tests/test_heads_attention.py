@@ -20,14 +20,7 @@ from audiorep.heads import (
 )
 from audiorep.heads.attention import attention_pool_probabilities, pack_frames, unpack_rows
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many tiny ops: one intra-op thread avoids OpenMP spin-waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NEW = ["decision_attention", "feature_attention", "multilevel_attention", "mlp"]

@@ -49,13 +49,7 @@ AP_TOL = 1e-12
 COUNTS = [1 + (37 * i) % 500 for i in range(C)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one intra-op thread avoids OpenMP stalls on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_shard(path: Path, seed: int = 0) -> Path:

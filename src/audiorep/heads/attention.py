@@ -448,25 +448,13 @@ class MultiLevelAttentionModel(_FrameHead):
 
 
 @dataclasses.dataclass
-class MlpConfig(HeadConfig):
-    """MlpModel: mean and max of the valid frames ``(B, 2D)`` -> MLP -> logits.
+class MlpConfig(_FrameMlpConfig):
+    """MlpModel: mean and max of the valid frames ``(B, 2D)`` -> MLP -> logits. The fields of
+    the attention heads' MLP, applied to the pooled vector: ``num_layers`` 2 by default (the
+    spec's baseline); ``input_norm`` "batch_norm" normalises the pooled ``2D`` vector, "l2"
+    every frame before pooling."""
 
-    Fields:
-        hidden_size: hidden width (1024).
-        num_layers: hidden layers (2).
-        dropout: after every hidden ReLU (0.5).
-        batch_norm: batch norm before every hidden ReLU.
-        input_norm: "batch_norm" (default: batch norm of the pooled ``2D`` vector), "l2"
-            (L2-normalise every frame before pooling) or "none".
-        output_bias_init: initial bias of the class logits (-5.0, see the module docstring).
-    """
-
-    hidden_size: int = 1024
     num_layers: int = 2
-    dropout: float = 0.5
-    batch_norm: bool = True
-    input_norm: str = "batch_norm"
-    output_bias_init: float = OUTPUT_BIAS_INIT
 
 
 class MlpModel(Head):
