@@ -18,7 +18,7 @@ __all__ = ["WeightAverage"]
 
 
 class WeightAverage:
-    """The moving average of ``model``'s floating-point parameters and buffers.
+    """The moving average of ``model``'s parameters; its buffers are copied as they are.
 
     ``decay`` is the per-update factor ``d``; with ``warmup`` the factor is
     ``min(d, (1 + n) / (10 + n))`` after ``n`` updates, so the start (random weights) is
@@ -44,16 +44,11 @@ class WeightAverage:
     def update(self, model: nn.Module) -> None:
         """Fold the model's current weights in (call after every optimiser step)."""
         d = self.factor()
-        current = model.state_dict()
-        averaged = [(self.shadow[k], v) for k, v in current.items() if v.is_floating_point()]
-        if averaged:
-            torch._foreach_lerp_([a for a, _ in averaged], [v for _, v in averaged], 1.0 - d)
-        for k, v in current.items():
-            if not v.is_floating_point():
-                self.shadow[k].copy_(v)
+        params = [(self.shadow[k], p.detach()) for k, p in model.named_parameters()]
+        if params:
+            torch._foreach_lerp_([a for a, _ in params], [p for _, p in params], 1.0 - d)
         for name, buf in model.named_buffers():  # running statistics follow the model
-            if buf.is_floating_point():
-                self.shadow[name].copy_(buf)
+            self.shadow[name].copy_(buf)
         self.num_updates += 1
 
     @torch.no_grad()
